@@ -1,0 +1,67 @@
+"""Token-level policy-gradient losses and verl's loss aggregation modes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def aggregate(loss: Tensor, mask: Tensor, mode: str, norm_len: int | None = None) -> Tensor:
+    """Reduce a [B, T] token loss to a scalar over the tokens where ``mask`` is 1.
+
+    token-mean: sum / number of tokens; seq-mean-token-mean: mean over responses of each
+    response's token mean; seq-mean-token-sum-norm: sum / (responses * norm_len) (Dr.GRPO's
+    constant length; defaults to T). Responses without any masked-in token are not counted.
+    """
+    mask = mask.to(loss.dtype)
+    loss = torch.where(mask > 0, loss, torch.zeros_like(loss))  # inf * 0 would be nan
+    tokens_per_seq = mask.sum(dim=-1)
+    n_seq = (tokens_per_seq > 0).sum().clamp(min=1)
+    if mode == "token-mean":
+        return loss.sum() / mask.sum().clamp(min=1)
+    if mode == "seq-mean-token-mean":
+        per_seq = loss.sum(dim=-1) / tokens_per_seq.clamp(min=1)
+        return per_seq.sum() / n_seq
+    if mode == "seq-mean-token-sum-norm":
+        length = loss.shape[-1] if norm_len is None else norm_len
+        return loss.sum() / (n_seq * length)
+    raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {mode!r}")
+
+
+def ppo_clip_loss(
+    log_prob: Tensor,
+    old_log_prob: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    agg_mode: str = "token-mean",
+    norm_len: int | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """PPO-clip surrogate with separate lower/upper clip ranges (DAPO's clip-higher).
+
+    l_t = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t),
+    rho_t = pi_theta(y_t) / pi_old(y_t); aggregated with ``agg_mode`` over ``mask``.
+    All tensors are [B, T]. Returns the loss and its clip fraction / approximate KL.
+    """
+    valid = mask > 0
+    log_ratio = torch.where(valid, log_prob - old_log_prob, torch.zeros_like(log_prob))
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    token_loss = torch.maximum(unclipped, clipped)
+    loss = aggregate(token_loss, mask, agg_mode, norm_len)
+    with torch.no_grad():
+        n = valid.sum().clamp(min=1)
+        clip_frac = ((clipped > unclipped) & valid).sum() / n
+        approx_kl = torch.where(valid, -log_ratio, torch.zeros_like(log_ratio)).sum() / n
+    return loss, {"clip_frac": float(clip_frac), "approx_kl": float(approx_kl)}
+
+
+def token_entropy(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution at every position: [..., V] -> [...]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)

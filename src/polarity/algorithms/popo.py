@@ -1,0 +1,92 @@
+"""POPO: positive-only policy optimization (arXiv 2605.06650), as pure functions.
+
+Per prompt, only the positive set S+ trains. Bounded importance weights w_i = softmax over
+S+ of the length-normalized sequence log-prob (no gradient), so w is in [0, 1] and sums to 1
+per prompt. L = L_NLL + alpha * L_sim + beta * L_ent with
+L_NLL = sum_i w_i sum_t -log pi(y_it) / (positive tokens in the batch),
+L_sim = -sum_i w_i cos(h_phi(f_theta_i), sg(f_xi_i + eps)) / sum_i w_i, L_ent = -mean entropy.
+f is the mean-pooled last hidden state over completion tokens; f_xi comes from an EMA copy of
+the policy (xi <- tau xi + (1 - tau) theta) plus N(0, sigma^2) noise; h_phi is a 2-layer MLP
+predictor with LayerNorm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .advantages import group_index
+
+
+def popo_weights(
+    seq_logprob_mean: Tensor, group_ids: Sequence | Tensor, positive: Tensor, uniform: bool = False
+) -> Tensor:
+    """Bounded importance weights over each prompt's positives; 0 for negatives. [B] -> [B]."""
+    positive = positive.bool()
+    index, n_groups = group_index(group_ids)
+    index = index.to(seq_logprob_mean.device)
+    score = torch.zeros_like(seq_logprob_mean) if uniform else seq_logprob_mean.detach().float()
+    score = torch.where(positive, score, torch.full_like(score, -torch.inf))
+    group_max = torch.full((n_groups,), -torch.inf, device=score.device).scatter_reduce(
+        0, index, score, reduce="amax", include_self=True
+    )
+    shifted = torch.where(positive, score - group_max[index], torch.full_like(score, -torch.inf))
+    expo = torch.exp(shifted)  # exp(-inf) = 0 for negatives
+    denom = torch.zeros(n_groups, device=score.device).index_add_(0, index, expo)
+    return torch.where(positive, expo / denom[index].clamp(min=1e-30), torch.zeros_like(expo))
+
+
+def popo_nll_loss(log_prob: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """sum_i w_i sum_t -log pi(y_it) / (number of positive tokens in the batch)."""
+    mask = mask.to(log_prob.dtype)
+    positive_tokens = (mask * (weights > 0).unsqueeze(-1)).sum()
+    nll = torch.where(mask > 0, -log_prob, torch.zeros_like(log_prob)).sum(dim=-1)
+    return (weights * nll).sum() / positive_tokens.clamp(min=1)
+
+
+def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Mean of [B, T, H] hidden states over the tokens where mask [B, T] is 1."""
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def popo_similarity_loss(online: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """-sum_i w_i cos(online_i, sg(target_i)) / sum_i w_i (0 when no weight)."""
+    cos = nn.functional.cosine_similarity(online, target.detach(), dim=-1)
+    total = weights.sum()
+    if total <= 0:
+        return online.sum() * 0.0
+    return -(weights * cos).sum() / total
+
+
+def weight_entropy(weights: Tensor, group_ids: Sequence | Tensor) -> float:
+    """Mean over prompts with positives of the entropy of their weight distribution."""
+    index, n_groups = group_index(group_ids)
+    w = weights.detach().float()
+    ent = torch.where(w > 0, -w * torch.log(w.clamp(min=1e-30)), torch.zeros_like(w))
+    per_group = torch.zeros(n_groups).index_add_(0, index, ent.cpu())
+    has_pos = torch.zeros(n_groups).index_add_(0, index, (w > 0).float().cpu()) > 0
+    return float(per_group[has_pos].mean()) if has_pos.any() else 0.0
+
+
+class Predictor(nn.Module):
+    """h_phi: Linear -> LayerNorm -> ReLU -> Linear, the online branch's predictor."""
+
+    def __init__(self, hidden: int, inner: int | None = None):
+        super().__init__()
+        inner = inner or 2 * hidden
+        self.net = nn.Sequential(
+            nn.Linear(hidden, inner), nn.LayerNorm(inner), nn.ReLU(), nn.Linear(inner, hidden)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """xi <- tau * xi + (1 - tau) * theta, parameter by parameter."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(tau).add_(o.detach(), alpha=1.0 - tau)

@@ -1,0 +1,270 @@
+"""The one registry of algorithms: names, hyperparameters, defaults, and the shared pipeline.
+
+Every algorithm except POPO and PPO is a point in one family: a sequence-level advantage
+(``grpo``, ``drgrpo`` or ``reinforce``), a polarity filter and polarity weights, optional
+token-level shaping (A3PO), and the PPO-clip loss with an aggregation mode. An algorithm is
+a named set of defaults for that family (a ``Recipe``) plus the names a user may override.
+Both backends, the config schema and the report read this registry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import a3po as _a3po
+from .advantages import (
+    group_advantages,
+    overlong_penalty,
+    polarity_keep,
+    polarity_weights,
+    reinforce_advantages,
+)
+from .losses import AGG_MODES
+
+
+def _p(default, help, *, minimum=None, maximum=None, choices=None, exclusive_min=False):
+    meta = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices,
+            "exclusive_min": exclusive_min}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of the shared RLVR pipeline. Algorithms are named defaults of it."""
+
+    objective: str = _p("ppo_clip", "loss family", choices=("ppo_clip", "popo", "ppo_gae"))
+    advantage: str = _p("grpo", "sequence advantage", choices=("grpo", "drgrpo", "reinforce"))
+    polarity: str = _p("both", "which samples train", choices=("both", "positive", "negative"))
+    w_pos: float = _p(1.0, "multiplier of positive samples' advantages", minimum=0.0)
+    w_neg: float = _p(1.0, "multiplier of negative samples' advantages", minimum=0.0)
+    eps_low: float = _p(0.2, "lower clip range", minimum=0.0, maximum=1.0)
+    eps_high: float = _p(0.2, "upper clip range", minimum=0.0)
+    loss_agg_mode: str = _p("token-mean", "loss aggregation", choices=AGG_MODES)
+    dynamic_sampling: bool = _p(False, "drop all-correct/all-wrong groups and sample more")
+    max_gen_rounds: int = _p(3, "generation rounds allowed to fill a dynamic-sampling batch", minimum=1)
+    overlong_cache: int = _p(0, "DAPO overlong buffer L_cache in tokens (0 = off)", minimum=0)
+    # A3PO token-level shaping (active when ``token_shaping == "a3po"``)
+    token_shaping: str = _p("none", "token-level advantage shaping", choices=("none", "a3po"))
+    rank_by: str = _p("prob", "A3PO token ranking", choices=("prob", "entropy"))
+    p_pos: float = _p(0.2, "A3PO fraction of lowest-prob tokens of positives", minimum=0.0, maximum=1.0)
+    p_neg: float = _p(0.2, "A3PO fraction of highest-prob tokens of negatives", minimum=0.0, maximum=1.0)
+    rho_pos: float = _p(2.0, "A3PO initial scale, positives", minimum=1.0)
+    rho_neg: float = _p(2.0, "A3PO initial scale, negatives", minimum=1.0)
+    alpha_pos: float = _p(0.005, "A3PO scale decay per step, positives", minimum=0.0)
+    alpha_neg: float = _p(0.005, "A3PO scale decay per step, negatives", minimum=0.0)
+    p_pos_high: float = _p(0.0, "A3PO fraction of highest-prob tokens of positives", minimum=0.0, maximum=1.0)
+    rho_pos_high: float = _p(1.0, "A3PO scale of positives' high-prob tokens", minimum=1.0)
+    alpha_pos_high: float = _p(0.0, "decay of rho_pos_high", minimum=0.0)
+    p_neg_low: float = _p(0.0, "A3PO fraction of lowest-prob tokens of negatives", minimum=0.0, maximum=1.0)
+    rho_neg_low: float = _p(1.0, "A3PO scale of negatives' low-prob tokens", minimum=1.0)
+    alpha_neg_low: float = _p(0.0, "decay of rho_neg_low", minimum=0.0)
+    # POPO (objective == "popo")
+    popo_alpha: float = _p(0.1, "POPO weight of the similarity loss", minimum=0.0)
+    popo_beta: float = _p(0.01, "POPO weight of the entropy bonus", minimum=0.0)
+    popo_tau: float = _p(0.995, "POPO EMA momentum of the target policy", minimum=0.0, maximum=1.0)
+    popo_noise: float = _p(0.02, "POPO std of the Gaussian noise on target features", minimum=0.0)
+    popo_uniform: bool = _p(False, "POPO ablation: uniform weights 1/|S+|")
+
+    def a3po_selections(self) -> list[_a3po.Selection]:
+        return _a3po.default_selections(
+            self.p_pos, self.p_neg, self.rho_pos, self.rho_neg, self.alpha_pos, self.alpha_neg,
+            p_pos_high=self.p_pos_high, rho_pos_high=self.rho_pos_high,
+            alpha_pos_high=self.alpha_pos_high, p_neg_low=self.p_neg_low,
+            rho_neg_low=self.rho_neg_low, alpha_neg_low=self.alpha_neg_low,
+        )
+
+
+RECIPE_FIELDS = {f.name: f for f in fields(Recipe)}
+_A3PO_KNOBS = tuple(n for n in RECIPE_FIELDS if n.startswith(("p_", "rho_", "alpha_"))) + ("rank_by",)
+_POPO_KNOBS = tuple(n for n in RECIPE_FIELDS if n.startswith("popo_"))
+_PG_KNOBS = ("advantage", "polarity", "w_pos", "w_neg", "eps_low", "eps_high", "loss_agg_mode",
+             "dynamic_sampling", "max_gen_rounds", "overlong_cache")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A registered algorithm: its defaults, which knobs a study may set, and aliases."""
+
+    name: str
+    summary: str
+    reference: str
+    defaults: Recipe
+    tunable: tuple[str, ...]
+    aliases: dict[str, str] = field(default_factory=dict)  # study key -> Recipe field
+    backends: tuple[str, ...] = ("local", "verl")
+
+    def param_names(self) -> list[str]:
+        hidden = set(self.aliases.values())
+        return sorted([*self.aliases, *(n for n in self.tunable if n not in hidden)])
+
+    def resolve(self, params: dict[str, Any] | None = None) -> Recipe:
+        """Defaults updated by a study's ``algorithm_params[name]``; bad keys or values raise."""
+        updates = {}
+        for key, value in (params or {}).items():
+            target = self.aliases.get(key, key)
+            if key not in self.aliases and (key not in self.tunable or key in self.aliases.values()):
+                raise ValueError(
+                    f"algorithm_params.{self.name}.{key}: unknown parameter for {self.name}; "
+                    f"known: {', '.join(self.param_names())}"
+                )
+            updates[target] = _check_value(f"algorithm_params.{self.name}.{key}", target, value)
+        return replace(self.defaults, **updates)
+
+
+def _check_value(where: str, name: str, value):
+    f = RECIPE_FIELDS[name]
+    meta, kind = f.metadata, type(f.default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not float(value).is_integer()
+        ):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        value = kind(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: must be a finite number, got {value}")
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise ValueError(f"{where}: must be >= {meta['minimum']}, got {value}")
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise ValueError(f"{where}: must be <= {meta['maximum']}, got {value}")
+        return value
+    if meta["choices"] and value not in meta["choices"]:
+        raise ValueError(f"{where}: must be one of {list(meta['choices'])}, got {value!r}")
+    return value
+
+
+_DAPO = Recipe(eps_low=0.2, eps_high=0.28, loss_agg_mode="token-mean", dynamic_sampling=True,
+               overlong_cache=4096)  # the paper's L_cache (with L_max = 20480)
+_ZHU = Recipe(advantage="reinforce", loss_agg_mode="token-mean")
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in [
+        Algorithm("grpo", "GRPO: group-normalized advantage, PPO-clip", "arXiv 2402.03300",
+                  Recipe(loss_agg_mode="seq-mean-token-mean"), _PG_KNOBS),
+        Algorithm("dr_grpo", "Dr.GRPO: group-centred advantage without std, constant-length norm",
+                  "arXiv 2503.20783",
+                  Recipe(advantage="drgrpo", loss_agg_mode="seq-mean-token-sum-norm"), _PG_KNOBS),
+        Algorithm("dapo", "DAPO: clip-higher, token-mean, dynamic sampling, overlong shaping",
+                  "arXiv 2503.14476", _DAPO, _PG_KNOBS),
+        Algorithm("psr", "PSR: positive samples only, A = +1", "arXiv 2506.01347",
+                  replace(_ZHU, polarity="positive"), _PG_KNOBS),
+        Algorithm("nsr", "NSR: negative samples only, A = -1", "arXiv 2506.01347",
+                  replace(_ZHU, polarity="negative"), _PG_KNOBS),
+        Algorithm("w_reinforce", "W-REINFORCE: A = +lambda if correct, -1 if not", "arXiv 2506.01347",
+                  replace(_ZHU, w_pos=0.1), _PG_KNOBS, aliases={"lambda": "w_pos"}),
+        Algorithm("a3po", "A3PO: DAPO + asymmetric, decaying token-level advantage shaping",
+                  "arXiv 2512.21625", replace(_DAPO, token_shaping="a3po"),
+                  _PG_KNOBS + _A3PO_KNOBS),
+        Algorithm("popo", "POPO: positive-only, bounded importance weights, siamese EMA target",
+                  "arXiv 2605.06650", Recipe(objective="popo"), _POPO_KNOBS),
+        Algorithm("ppo", "PPO: GAE with a learned critic (verl backend)", "arXiv 1707.06347",
+                  Recipe(objective="ppo_gae", loss_agg_mode="token-mean"),
+                  ("eps_low", "eps_high", "loss_agg_mode"), backends=("verl",)),
+    ]
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}") from None
+
+
+def resolve(name: str, params: dict[str, Any] | None = None) -> Recipe:
+    """The Recipe of a registered algorithm with a study's overrides applied."""
+    return get_algorithm(name).resolve(params)
+
+
+def params_schema() -> dict:
+    """JSON schema of ``algorithm_params``, generated from the registry (kept in the config schema)."""
+    props = {}
+    for algo in ALGORITHMS.values():
+        algo_props = {}
+        for key in algo.param_names():
+            name = algo.aliases.get(key, key)
+            f = RECIPE_FIELDS[name]
+            meta, kind = f.metadata, type(f.default)
+            spec: dict[str, Any] = {"description": meta["help"]}
+            if kind is bool:
+                spec["type"] = "boolean"
+            elif kind is int:
+                spec["type"] = "integer"
+            elif kind is float:
+                spec["type"] = "number"
+            else:
+                spec["type"] = "string"
+            if meta["choices"]:
+                spec["enum"] = list(meta["choices"])
+            if meta["minimum"] is not None:
+                spec["minimum"] = meta["minimum"]
+            if meta["maximum"] is not None:
+                spec["maximum"] = meta["maximum"]
+            algo_props[key] = spec
+        props[algo.name] = {"type": "object", "additionalProperties": False, "properties": algo_props}
+    return {"type": "object", "additionalProperties": False, "default": {}, "properties": props}
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared pipeline from rewards to token advantages (used by both backends)
+
+
+def sequence_rewards(recipe: Recipe, correct: Tensor, lengths: Tensor, max_len: int) -> Tensor:
+    """r_i = c_i plus DAPO's overlong penalty when the recipe asks for it."""
+    reward = correct.float()
+    if recipe.overlong_cache > 0:
+        reward = reward + overlong_penalty(lengths, max_len, recipe.overlong_cache)
+    return reward
+
+
+def sequence_advantages(
+    recipe: Recipe, rewards: Tensor, correct: Tensor, group_ids: Sequence | Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-response advantage [B] after polarity weights, and which responses train [B] bool."""
+    if recipe.advantage == "reinforce":
+        adv = reinforce_advantages(correct)
+    else:
+        adv = group_advantages(rewards, group_ids, normalize_std=recipe.advantage == "grpo")
+    adv = adv * polarity_weights(correct, recipe.w_pos, recipe.w_neg)
+    keep = polarity_keep(correct, recipe.polarity)
+    return torch.where(keep, adv, torch.zeros_like(adv)), keep
+
+
+def token_advantages(
+    recipe: Recipe,
+    rewards: Tensor,
+    correct: Tensor,
+    group_ids: Sequence | Tensor,
+    old_log_prob: Tensor,
+    response_mask: Tensor,
+    step: int,
+    entropy: Tensor | None = None,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """Token advantages [B, T], the loss mask [B, T] and shaping metrics, for one rollout batch.
+
+    Runs once per rollout batch with the old policy's log-probs (fixed across mini-batches).
+    """
+    adv, keep = sequence_advantages(recipe, rewards, correct, group_ids)
+    token_adv = adv.unsqueeze(-1) * response_mask.float()
+    loss_mask = response_mask.float() * keep.unsqueeze(-1).float()
+    metrics: dict[str, float] = {}
+    if recipe.token_shaping == "a3po":
+        if recipe.rank_by == "entropy" and entropy is None:
+            raise ValueError("A3PO with rank_by='entropy' needs the old policy's token entropy")
+        selections = recipe.a3po_selections()
+        token_adv, masks = _a3po.shape_with_selections(
+            token_adv, old_log_prob, response_mask, correct, step, selections,
+            entropy=entropy if recipe.rank_by == "entropy" else None,
+        )
+        metrics = _a3po.a3po_metrics(selections, masks, old_log_prob, response_mask, correct, step)
+    return token_adv, loss_mask, metrics

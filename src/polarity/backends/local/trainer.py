@@ -1,0 +1,430 @@
+"""The local backend: a single-process on-policy RLVR trainer (CPU or one CUDA GPU).
+
+One loop a reader can hold in their head, per step:
+sample G responses per prompt -> score with math-verify -> rewards and token advantages from
+``polarity.algorithms`` (the registry's recipe) -> mini-batch updates with the old policy's
+log-probs fixed -> log one metrics row -> checkpoint every ``save_every`` steps.
+
+Restart safety: checkpoints and the live metrics log live in ``state_dir`` (not a Snakemake
+output, so a failed or re-run job never deletes them). On start the newest checkpoint is
+loaded; metrics rows past it are dropped and recomputed. Every random choice is seeded by
+(seed, step), so a resumed run repeats exactly what the lost steps did.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ... import algorithms as alg
+from ...config import TrainSettings
+from ...evaluation.generate import Rollouts, sample
+from ...model import load_policy, save_pretrained_atomic
+from ...reward import score_batch
+
+CHECKPOINT_PREFIX = "step_"
+
+
+# ----------------------------------------------------------------------------- data stream
+
+
+def prompt_at(position: int, n_prompts: int, seed: int) -> int:
+    """The prompt index at stream ``position``: epochs of seeded permutations of the data."""
+    epoch, offset = divmod(position, n_prompts)
+    gen = torch.Generator().manual_seed(hash_seed(seed, "epoch", epoch))
+    return int(torch.randperm(n_prompts, generator=gen)[offset])
+
+
+def hash_seed(*parts) -> int:
+    """A stable 62-bit seed from parts (Python's hash() is salted per process)."""
+    import hashlib
+
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Batch:
+    """A scored rollout batch: G responses for each of its prompts, prompt-major."""
+
+    rollouts: Rollouts
+    group_ids: torch.Tensor  # [B] prompt position in the stream
+    correct: torch.Tensor  # [B] bool
+
+    def __len__(self) -> int:
+        return len(self.correct)
+
+    def select(self, keep: torch.Tensor) -> "Batch":
+        r = self.rollouts
+        idx = keep.nonzero().squeeze(-1)
+        texts = [r.texts[i] for i in idx.tolist()]
+        sub = Rollouts(r.prompt_ids[idx], r.prompt_mask[idx], r.response_ids[idx],
+                       r.response_mask[idx], texts, r.truncated[idx])
+        return Batch(sub, self.group_ids[idx], self.correct[idx])
+
+
+def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    pad = (width - t.shape[1], 0) if left else (0, width - t.shape[1])
+    return torch.nn.functional.pad(t, pad, value=value)
+
+
+def concat_batches(batches: list[Batch], pad_id: int) -> Batch:
+    """Concatenate batches whose prompts/responses were padded to different widths."""
+    if len(batches) == 1:
+        return batches[0]
+    pw = max(b.rollouts.prompt_ids.shape[1] for b in batches)
+    rw = max(b.rollouts.response_ids.shape[1] for b in batches)
+    r = [b.rollouts for b in batches]
+    rollouts = Rollouts(
+        torch.cat([_pad_to(x.prompt_ids, pw, pad_id, True) for x in r]),
+        torch.cat([_pad_to(x.prompt_mask, pw, 0, True) for x in r]),
+        torch.cat([_pad_to(x.response_ids, rw, pad_id, False) for x in r]),
+        torch.cat([_pad_to(x.response_mask, rw, 0, False) for x in r]),
+        [t for x in r for t in x.texts],
+        torch.cat([x.truncated for x in r]),
+    )
+    return Batch(rollouts, torch.cat([b.group_ids for b in batches]),
+                 torch.cat([b.correct for b in batches]))
+
+
+def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, step: int, cursor: int):
+    """Sample and score one step's batch; DAPO's dynamic sampling keeps only mixed groups,
+    sampling more rounds until the batch is full or ``max_gen_rounds`` is reached.
+
+    Returns (batch, new cursor, generation stats over every response sampled this step).
+    """
+    P, G = settings.prompts_per_step, settings.rollouts_per_prompt
+    kept: list[Batch] = []
+    n_kept, rounds = 0, 0
+    all_correct, all_lengths, all_truncated = [], [], []
+    groups_seen = groups_all_correct = groups_all_wrong = 0
+    while True:
+        rounds += 1
+        positions = list(range(cursor, cursor + P))
+        cursor += P
+        rows = [prompt_at(p, len(data), seed) for p in positions]
+        model.eval()
+        rollouts = sample(
+            model, tokenizer, [data["prompt"][i] for i in rows], G,
+            temperature=settings.temperature, top_p=settings.top_p,
+            max_new_tokens=settings.max_response_tokens, seed=hash_seed(seed, "rollout", step, rounds),
+        )
+        model.train()
+        answers = [data["answer"][i] for i in rows for _ in range(G)]
+        correct = torch.tensor(score_batch(rollouts.texts, answers)) > 0.5
+        group_ids = torch.tensor(positions).repeat_interleave(G)
+        batch = Batch(rollouts, group_ids, correct)
+        per_group = correct.view(P, G).float().mean(dim=1)
+        groups_seen += P
+        groups_all_correct += int((per_group == 1).sum())
+        groups_all_wrong += int((per_group == 0).sum())
+        all_correct.append(correct)
+        all_lengths.append(rollouts.lengths)
+        all_truncated.append(rollouts.truncated)
+        if not recipe.dynamic_sampling:
+            kept.append(batch)
+            n_kept = P
+            break
+        mixed = alg.informative_groups(correct, group_ids)
+        if mixed.any():
+            kept.append(batch.select(mixed))
+            n_kept += int(mixed.sum()) // G
+        if n_kept >= P or rounds >= recipe.max_gen_rounds:
+            break
+    batch = concat_batches(kept, tokenizer.pad_token_id) if kept else None
+    if batch is not None and n_kept > P:
+        batch = batch.select(torch.arange(len(batch)) < P * G)
+    stats = {
+        "gen_rounds": rounds,
+        "groups_sampled": groups_seen,
+        "frac_groups_all_correct": groups_all_correct / groups_seen,
+        "frac_groups_all_wrong": groups_all_wrong / groups_seen,
+        "frac_groups_dropped": (
+            1.0 - min(n_kept, P) / groups_seen if recipe.dynamic_sampling else 0.0
+        ),
+        "accuracy": float(torch.cat(all_correct).float().mean()),
+        "response_length_mean": float(torch.cat(all_lengths).float().mean()),
+        "response_length_max": int(torch.cat(all_lengths).max()),
+        "response_clip_frac": float(torch.cat(all_truncated).float().mean()),
+    }
+    return batch, cursor, stats
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def policy_forward(model, r: Rollouts, temperature: float, need_hidden: bool = False):
+    """Log-prob [B, T] and entropy [B, T] of the response tokens at the sampling temperature
+    (as verl's actor computes them), and the last hidden states [B, T, H] if asked."""
+    device = next(model.parameters()).device
+    input_ids = torch.cat([r.prompt_ids, r.response_ids], dim=1).to(device)
+    attention = torch.cat([r.prompt_mask, r.response_mask], dim=1).to(device)
+    positions = (attention.cumsum(dim=-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                output_hidden_states=need_hidden)
+    P = r.prompt_ids.shape[1]
+    logits = out.logits[:, P - 1:-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = r.response_ids.to(device).unsqueeze(-1)
+    log_prob = logp_all.gather(-1, targets).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(dim=-1)
+    hidden = out.hidden_states[-1][:, P:] if need_hidden else None
+    return log_prob, entropy, hidden
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def latest_checkpoint(state_dir: Path) -> Path | None:
+    ckpts = sorted((state_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(state_dir: Path, state: dict, keep: int) -> Path:
+    """Atomic: write a temporary file, rename; keep only the newest ``keep`` checkpoints."""
+    folder = state_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{CHECKPOINT_PREFIX}{state['completed_steps']:06d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                break
+    return rows
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def load_prompts(data_path) -> dict[str, list]:
+    frame = pd.read_parquet(data_path)
+    return {
+        "prompt": [[dict(m) for m in p] for p in frame["prompt"]],
+        "answer": [str(rm["ground_truth"]) for rm in frame["reward_model"]],
+    }
+
+
+def train(
+    *, model_path, data_path, algorithm: str, params: dict | None, settings: TrainSettings,
+    seed: int, final_dir, metrics_path, state_dir, log=print,
+) -> list[dict]:
+    """Run (or resume) one RL training run; writes ``final_dir`` (HF) and ``metrics_path``."""
+    state_dir, final_dir, metrics_path = Path(state_dir), Path(final_dir), Path(metrics_path)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, settings.threads))
+    recipe = alg.resolve(algorithm, params)
+    if recipe.objective not in ("ppo_clip", "popo"):
+        raise ValueError(f"{algorithm}: objective {recipe.objective} needs the verl backend")
+    data = load_prompts(data_path)
+    device = settings.device
+    model, tokenizer = load_policy(model_path, device)
+    model.train()
+    popo = PopoParts(model, recipe, seed) if recipe.objective == "popo" else None
+    params_to_train = list(model.parameters()) + (list(popo.predictor.parameters()) if popo else [])
+    optim = torch.optim.AdamW(params_to_train, lr=settings.lr, weight_decay=settings.weight_decay)
+    reference = copy.deepcopy(model).eval() if settings.kl_coef > 0 else None
+
+    completed, cursor = 0, 0
+    live_metrics = state_dir / "metrics.jsonl"
+    ckpt = latest_checkpoint(state_dir)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        if popo:
+            popo.load_state_dict(state["popo"])
+        if reference is not None:
+            reference.load_state_dict(state["reference"])
+        completed, cursor = state["completed_steps"], state["cursor"]
+        log(f"resuming {algorithm} seed {seed} from {ckpt.name}: {completed} steps done")
+    rows = [r for r in read_metrics(live_metrics) if r["step"] < completed]
+    write_metrics(live_metrics, rows)
+
+    for step in range(completed, settings.steps):
+        t0 = time.time()
+        batch, cursor, gen_stats = collect(model, tokenizer, data, recipe, settings, seed, step, cursor)
+        update_stats = update(model, optim, batch, recipe, settings, step, seed, popo, reference)
+        row = {"step": step, "algorithm": algorithm, "seed": seed, **gen_stats, **update_stats,
+               "lr": optim.param_groups[0]["lr"], "step_seconds": round(time.time() - t0, 3)}
+        append_metrics(live_metrics, row)
+        log(f"step {step}: accuracy {row['accuracy']:.3f} entropy {row['entropy']:.3f} "
+            f"pg_loss {row['pg_loss']:.4f} ({row['step_seconds']:.1f}s)")
+        done = step + 1
+        if done % settings.save_every == 0 or done == settings.steps:
+            state = {"completed_steps": done, "cursor": cursor, "model": model.state_dict(),
+                     "optimizer": optim.state_dict(), "algorithm": algorithm, "seed": seed}
+            if popo:
+                state["popo"] = popo.state_dict()
+            if reference is not None:
+                state["reference"] = reference.state_dict()
+            save_checkpoint(state_dir, state, settings.keep_checkpoints)
+
+    save_pretrained_atomic(model, tokenizer, final_dir)
+    rows = read_metrics(live_metrics)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    write_metrics(metrics_path, rows)
+    return rows
+
+
+def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed: int, popo, reference) -> dict:
+    """Advantages once for the rollout batch, then one optimizer step per mini-batch."""
+    empty = {"n_positive": 0, "n_negative": 0, "frac_positive": float("nan"),
+             "frac_negative": float("nan"), "reward_mean": float("nan"), "entropy": float("nan"),
+             "pg_loss": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan"),
+             "optimizer_steps": 0}
+    if recipe.token_shaping == "a3po":  # the scales follow the global step even with no batch
+        main = recipe.a3po_selections()[:2]
+        empty.update({"a3po/s_pos": alg.decayed_scale(main[0].rho, main[0].alpha, step),
+                      "a3po/s_neg": alg.decayed_scale(main[1].rho, main[1].alpha, step)})
+    if batch is None or len(batch) == 0:
+        return empty
+    r, G = batch.rollouts, settings.rollouts_per_prompt
+    with torch.no_grad():
+        old_log_prob, entropy, _ = policy_forward(model, r, settings.temperature)
+        ref_log_prob = (policy_forward(reference, r, settings.temperature)[0]
+                        if reference is not None else None)
+    mask = r.response_mask.float().to(old_log_prob.device)
+    correct = batch.correct.to(old_log_prob.device)
+    rewards = alg.sequence_rewards(recipe, correct, r.lengths.to(mask.device), settings.max_response_tokens)
+    stats: dict = {}
+    if recipe.objective == "popo":
+        token_adv, loss_mask = None, mask * correct.unsqueeze(-1)
+        weights = alg.popo_weights(
+            (old_log_prob * mask).sum(-1) / mask.sum(-1).clamp(min=1), batch.group_ids, correct,
+            uniform=recipe.popo_uniform)
+        stats["popo/weight_entropy"] = alg.popo.weight_entropy(weights, batch.group_ids)
+        stats["popo/ema_tau"] = recipe.popo_tau
+    else:
+        token_adv, loss_mask, shaping = alg.token_advantages(
+            recipe, rewards, correct, batch.group_ids, old_log_prob, mask, step, entropy=entropy)
+        stats.update(shaping)
+    trained = loss_mask.sum(-1) > 0
+    n_pos, n_neg = int((trained & correct).sum()), int((trained & ~correct).sum())
+    stats.update({
+        "n_positive": n_pos, "n_negative": n_neg,
+        "frac_positive": n_pos / max(n_pos + n_neg, 1), "frac_negative": n_neg / max(n_pos + n_neg, 1),
+        "reward_mean": float(rewards.mean()),
+        "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+        "batch_responses": len(batch),
+    })
+
+    n_prompts = len(batch) // G
+    order = torch.randperm(n_prompts, generator=torch.Generator().manual_seed(hash_seed(seed, "mb", step)))
+    losses, clip_fracs, grad_norms, sims, optimizer_steps = [], [], [], [], 0
+    for start in range(0, n_prompts, settings.mini_batch_prompts):
+        prompts = order[start:start + settings.mini_batch_prompts]
+        idx = (prompts.unsqueeze(-1) * G + torch.arange(G)).flatten()
+        mb_mask = loss_mask[idx]
+        if mb_mask.sum() == 0:
+            continue  # nothing to learn here; an Adam step on zero grads would still move
+        sel = torch.isin(torch.arange(len(batch)), idx)
+        sub = batch.select(sel).rollouts
+        log_prob, ent, hidden = policy_forward(model, sub, settings.temperature,
+                                               need_hidden=popo is not None)
+        if popo is None:
+            loss, m = alg.ppo_clip_loss(
+                log_prob, old_log_prob[sel], token_adv[sel], loss_mask[sel],
+                eps_low=recipe.eps_low, eps_high=recipe.eps_high,
+                agg_mode=recipe.loss_agg_mode, norm_len=settings.max_response_tokens)
+            clip_fracs.append(m["clip_frac"])
+        else:
+            loss, sim = popo.loss(log_prob, ent, hidden, sub, loss_mask[sel], weights[sel], settings)
+            sims.append(sim)
+        if settings.entropy_coef > 0:
+            loss = loss - settings.entropy_coef * alg.aggregate(ent, loss_mask[sel], "token-mean")
+        if reference is not None:
+            diff = ref_log_prob[sel] - log_prob
+            kl = torch.exp(diff) - diff - 1  # k3 estimator (verl's low_var_kl)
+            loss = loss + settings.kl_coef * alg.aggregate(kl, loss_mask[sel], "token-mean")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(
+            [p for g in optim.param_groups for p in g["params"]], settings.grad_clip)))
+        optim.step()
+        optimizer_steps += 1
+        losses.append(loss.item())
+        if popo is not None:
+            popo.after_step(model)
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    stats.update({"pg_loss": mean(losses), "clip_frac": mean(clip_fracs),
+                  "grad_norm": mean(grad_norms), "optimizer_steps": optimizer_steps})
+    if popo is not None:
+        stats["popo/sim_loss"] = mean(sims)
+    return stats
+
+
+class PopoParts:
+    """POPO's extra state: predictor h_phi and the EMA target copy of the policy."""
+
+    def __init__(self, model, recipe, seed: int):
+        self.recipe = recipe
+        hidden = model.config.hidden_size
+        torch.manual_seed(hash_seed(seed, "popo-predictor"))
+        self.predictor = alg.Predictor(hidden).to(next(model.parameters()).device)
+        self.target = copy.deepcopy(model).eval()
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.noise = torch.Generator().manual_seed(hash_seed(seed, "popo-noise"))
+
+    def loss(self, log_prob, entropy, hidden, rollouts, loss_mask, weights, settings):
+        """L = L_NLL + alpha * L_sim + beta * L_ent over the mini-batch's positives."""
+        nll = alg.popo_nll_loss(log_prob, loss_mask, weights)
+        online = self.predictor(alg.mean_pool(hidden, loss_mask))
+        with torch.no_grad():
+            _, _, target_hidden = policy_forward(self.target, rollouts, settings.temperature, True)
+            target = alg.mean_pool(target_hidden, loss_mask)
+            target = target + self.recipe.popo_noise * torch.randn(
+                target.shape, generator=self.noise).to(target.device)
+        sim = alg.popo_similarity_loss(online, target, weights)
+        ent = alg.aggregate(entropy, loss_mask, "token-mean")
+        total = nll + self.recipe.popo_alpha * sim - self.recipe.popo_beta * ent
+        return total, float(sim)
+
+    def after_step(self, model) -> None:
+        alg.ema_update(self.target, model, self.recipe.popo_tau)
+
+    def state_dict(self) -> dict:
+        return {"predictor": self.predictor.state_dict(), "target": self.target.state_dict(),
+                "noise": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.predictor.load_state_dict(state["predictor"])
+        self.target.load_state_dict(state["target"])
+        self.noise.set_state(state["noise"])

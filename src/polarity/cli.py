@@ -1,0 +1,177 @@
+"""The ``polarity`` command line: one thin subcommand per workflow rule.
+
+Each subcommand parses its arguments and calls one library function; Snakemake rules call
+these (``python -m polarity <stage> ...``), and so can a user by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_data_synthetic(args) -> None:
+    from .data.rows import write_parquet
+    from .data.synthetic import ArithSpec, make_splits, to_frame
+
+    spec = ArithSpec(**args.settings.get("spec", {}))
+    sizes = args.settings.get("sizes", {})
+    n_warm, n_train, n_test = sizes.get("warmup", 4000), sizes.get("train", 2000), sizes.get("test", 200)
+    warm_train, test = make_splits(n_warm + n_train, n_test, seed=args.seed, spec=spec)
+    template = args.settings.get("prompt_template", "plain")
+    write_parquet(to_frame(warm_train[:n_warm], "warmup", template), args.warmup)
+    write_parquet(to_frame(warm_train[n_warm:], "train", template), args.train)
+    write_parquet(to_frame(test, "test", template), args.test)
+    _log(f"synthetic-arith: {n_warm} warm-up, {n_train} train, {n_test} test problems ({spec})")
+
+
+def cmd_data_hub(args) -> None:
+    from .data.hub import load_train_dataset
+    from .data.rows import write_parquet
+
+    frame = load_train_dataset(args.name, source=args.source, template=args.template,
+                               seed=args.seed, limit=args.limit)
+    write_parquet(frame, args.out)
+    _log(f"{args.name}: {len(frame)} rows -> {args.out}")
+
+
+def cmd_model_tiny(args) -> None:
+    import pandas as pd
+    import torch
+
+    from .model import TinyModelSpec, make_tiny_model
+
+    torch.set_num_threads(max(1, args.threads))
+    spec = TinyModelSpec(**args.settings)
+    record = make_tiny_model(pd.read_parquet(args.warmup), args.out, spec=spec, seed=args.seed,
+                             max_new_tokens=args.max_new_tokens, log=_log)
+    _log(json.dumps({k: record[k] for k in ("parameters", "warmup_steps", "validation_accuracy")}))
+
+
+def cmd_model_link(args) -> None:
+    """A config that names a hub id or a local path: record it, load nothing."""
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"path": args.path}) + "\n")
+
+
+def cmd_train(args) -> None:
+    from .backends.local.trainer import train
+    from .config import TrainSettings
+
+    settings = TrainSettings.from_dict(args.settings)
+    if settings.backend != "local":
+        raise SystemExit(f"train: backend {settings.backend!r} is not handled by 'polarity train'")
+    train(model_path=resolve_model(args.model), data_path=args.data, algorithm=args.algorithm,
+          params=args.params, settings=settings, seed=args.seed, final_dir=args.out,
+          metrics_path=args.metrics, state_dir=args.state, log=_log)
+
+
+def cmd_evaluate(args) -> None:
+    from .config import EvalSettings
+    from .evaluation.evaluate import evaluate
+
+    evaluate(resolve_model(args.policy), args.data, EvalSettings.from_dict(args.settings),
+             args.out, log=_log)
+
+
+def cmd_report(args) -> None:
+    from .report.render import render_notebook
+
+    render_notebook(Path(args.notebook), Path(args.out_ipynb), Path(args.out_html),
+                    parameters={"results_dir": str(Path(args.results).resolve()), "study": args.study})
+
+
+def resolve_model(path: str) -> str:
+    """A model directory, or the ``model.json`` link file naming a hub id / local path."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return json.loads(p.read_text())["path"]
+    if (p / "model.json").is_file() and not (p / "config.json").exists():
+        return json.loads((p / "model.json").read_text())["path"]
+    return path
+
+
+def _json(text: str):
+    from .config import parse_json_arg
+
+    return parse_json_arg(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polarity", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data-synthetic", help="write the synthetic task's warm-up/train/test parquet")
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.set_defaults(func=cmd_data_synthetic)
+
+    p = sub.add_parser("data-hub", help="normalize a hub training set to verl's parquet format")
+    p.add_argument("--name", required=True)
+    p.add_argument("--source", default=None, help="local copy in the source schema (default: the hub)")
+    p.add_argument("--template", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_hub)
+
+    p = sub.add_parser("model-tiny", help="make the tiny base model locally (tokenizer, Qwen2, warm-up)")
+    p.add_argument("--warmup", required=True)
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_model_tiny)
+
+    p = sub.add_parser("model-link", help="record a hub id or local model path")
+    p.add_argument("--path", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_model_link)
+
+    p = sub.add_parser("train", help="train one (model, algorithm, seed) run with the local backend")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--algorithm", required=True)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="final HF policy directory")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--state", required=True, help="checkpoints + live metrics (kept across restarts)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="sample and score one policy on one benchmark")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="execute a report notebook with papermill and render HTML")
+    p.add_argument("--notebook", required=True)
+    p.add_argument("--results", required=True)
+    p.add_argument("--study", required=True)
+    p.add_argument("--out-ipynb", required=True)
+    p.add_argument("--out-html", required=True)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,35 @@
+"""Small real artifacts the tests share: synthetic data and an untrained tiny Qwen2 policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polarity.data.rows import write_parquet
+from polarity.data.synthetic import ArithSpec, make_splits, to_frame
+from polarity.model import TinyModelSpec, build_model, save_pretrained_atomic, train_tokenizer
+
+SMALL_SPEC = TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, layers=1,
+                           heads=2, kv_heads=1, max_positions=128)
+
+
+def make_data(folder: Path, n_warmup=200, n_train=64, n_test=16, seed=0) -> dict[str, Path]:
+    warm_train, test = make_splits(n_warmup + n_train, n_test, seed=seed, spec=ArithSpec(max_digits=2))
+    paths = {s: folder / f"synthetic-arith-{s}.parquet" for s in ("warmup", "train", "test")}
+    write_parquet(to_frame(warm_train[:n_warmup], "warmup"), paths["warmup"])
+    write_parquet(to_frame(warm_train[n_warmup:], "train"), paths["train"])
+    write_parquet(to_frame(test, "test"), paths["test"])
+    return paths
+
+
+def make_untrained_model(folder: Path, data: dict[str, Path], seed=0) -> Path:
+    """Tokenizer trained on the task text + a randomly initialised 1-layer Qwen2, saved as HF."""
+    import pandas as pd
+
+    frame = pd.read_parquet(data["warmup"])
+    corpus = [m["content"] for p in frame["prompt"] for m in p]
+    corpus += [info["solution"] for info in frame["extra_info"]]
+    tokenizer = train_tokenizer(corpus, SMALL_SPEC.vocab_size)
+    model = build_model(tokenizer, SMALL_SPEC, seed)
+    out = folder / "tiny"
+    save_pretrained_atomic(model, tokenizer, out)
+    return out

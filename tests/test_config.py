@@ -1,0 +1,89 @@
+"""The study config: schema and registry agree, and bad configs fail naming the key."""
+
+import copy
+
+import pytest
+import yaml
+
+from polarity.algorithms import ALGORITHMS, params_schema
+from polarity.config import (
+    SCHEMA_PATH,
+    ConfigError,
+    TrainSettings,
+    check_config,
+    check_study,
+    load_schema,
+)
+
+from .conftest import REPO
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_schema_algorithms_match_registry():
+    schema = load_schema()
+    assert schema["properties"]["algorithms"]["items"]["enum"] == list(ALGORITHMS)
+    generated = params_schema()
+    stored = dict(schema["properties"]["algorithm_params"])
+    stored.pop("description")
+    assert stored == generated, "run scripts/write_schema.py after changing the registry"
+
+
+def test_default_config_is_valid():
+    config = default_config()
+    check_config(config)
+    check_study(config)
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"train": {"stpes": 3}}, "train.stpes"),
+        ({"train": {"steps": "ten"}}, "train.steps"),
+        ({"train": {"steps": 0}}, "train.steps"),
+        ({"algorithms": ["grpo", "reinforce++"]}, "algorithms[1]"),
+        ({"evaluate": {"benchmarks": ["aime2099"]}}, "evaluate.benchmarks[0]"),
+        ({"algorithm_params": {"a3po": {"rho_pos": 0.5}}}, "algorithm_params.a3po.rho_pos"),
+        ({"algorithm_params": {"psr": {"lambda": 0.5}}}, "algorithm_params.psr.lambda"),
+        ({"models": {"tiny": {"make": "huge"}}}, "models.tiny.make"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_schema_errors_name_the_key(patch, key):
+    config = default_config()
+    for section, value in patch.items():
+        if isinstance(value, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **value}
+        else:
+            config[section] = value
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert key in str(err.value)
+
+
+def test_cross_field_checks_name_the_key():
+    config = default_config()
+    config["train"] = {**config["train"], "prompts_per_step": 8, "mini_batch_prompts": 16}
+    with pytest.raises(ConfigError, match="train.mini_batch_prompts"):
+        check_study(config)
+    config = default_config()
+    config["algorithms"] = ["ppo"]  # verl only
+    with pytest.raises(ConfigError, match=r"algorithms\[0\]: ppo runs only on backend"):
+        check_study(config)
+
+
+def test_train_settings_reject_unknown_keys():
+    with pytest.raises(ConfigError, match="train.stpes"):
+        TrainSettings.from_dict({"stpes": 1})
+    assert TrainSettings.from_dict({"steps": 3}).steps == 3
+
+
+def test_schema_defaults_match_settings_dataclass():
+    """The schema's train defaults are the trainer's defaults (one source of truth each way)."""
+    props = load_schema()["properties"]["train"]["properties"]
+    defaults = TrainSettings()
+    for name, spec in props.items():
+        assert getattr(defaults, name) == spec["default"], name
+    assert SCHEMA_PATH.exists()

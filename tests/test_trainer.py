@@ -1,0 +1,142 @@
+"""The local backend: metrics rows, HF output, deterministic resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from polarity.backends.local.trainer import policy_forward, prompt_at, read_metrics, train
+from polarity.config import TrainSettings
+from polarity.evaluation.generate import sample
+from polarity.model import load_policy
+
+from .helpers import make_data, make_untrained_model
+
+METRIC_COLUMNS = {
+    "step", "algorithm", "seed", "gen_rounds", "frac_groups_all_correct", "frac_groups_all_wrong",
+    "frac_groups_dropped", "accuracy", "response_length_mean", "response_length_max",
+    "response_clip_frac", "n_positive", "n_negative", "frac_positive", "frac_negative",
+    "reward_mean", "entropy", "pg_loss", "clip_frac", "grad_norm", "lr",
+}
+SETTINGS = dict(steps=3, prompts_per_step=4, rollouts_per_prompt=4, mini_batch_prompts=2,
+                max_response_tokens=10, save_every=1, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trainer")
+    data = make_data(folder)
+    return data, make_untrained_model(folder, data)
+
+
+def run(artifacts, out: Path, algorithm="grpo", **overrides):
+    data, model = artifacts
+    settings = TrainSettings.from_dict({**SETTINGS, **overrides})
+    return train(model_path=model, data_path=data["train"], algorithm=algorithm, params={},
+                 settings=settings, seed=0, final_dir=out / "final",
+                 metrics_path=out / "metrics.jsonl", state_dir=out / "state", log=lambda m: None)
+
+
+def test_prompt_stream_is_a_permutation_per_epoch():
+    firsts = [prompt_at(p, 10, seed=3) for p in range(10)]
+    assert sorted(firsts) == list(range(10))
+    assert [prompt_at(p, 10, seed=3) for p in range(10)] == firsts  # deterministic
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dapo", "psr", "nsr", "w_reinforce", "a3po", "popo"])
+def test_metrics_have_documented_columns_one_row_per_step(artifacts, tmp_path, algorithm):
+    rows = run(artifacts, tmp_path, algorithm=algorithm)
+    on_disk = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert on_disk == json.loads(json.dumps(rows))
+    assert [r["step"] for r in on_disk] == [0, 1, 2]
+    for row in on_disk:
+        assert METRIC_COLUMNS <= set(row), METRIC_COLUMNS - set(row)
+    if algorithm == "a3po":
+        assert {"a3po/s_pos", "a3po/s_neg"} <= set(on_disk[0])
+        for row in on_disk:  # the untrained policy may give dynamic sampling nothing to keep
+            if row["optimizer_steps"]:
+                assert {"a3po/amplified_frac_pos", "a3po/amplified_prob_neg"} <= set(row)
+        assert on_disk[0]["a3po/s_pos"] == 2.0  # step 0: rho
+    if algorithm == "popo":
+        assert {"popo/weight_entropy", "popo/ema_tau"} <= set(on_disk[0])
+
+
+def test_final_policy_loads_with_auto_classes(artifacts, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run(artifacts, tmp_path, steps=1)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "final")
+    assert model.config.model_type == "qwen2"
+    assert tok.eos_token == "<|im_end|>"
+
+
+def test_log_probs_do_not_depend_on_left_padding(artifacts):
+    data, model_dir = artifacts
+    model, tok = load_policy(model_dir)
+    prompts = [[{"role": "user", "content": "What is 1+2?"}],
+               [{"role": "user", "content": "What is 10+20-3?"}]]
+    r = sample(model, tok, prompts, 1, max_new_tokens=6, seed=0)
+    lp, _, _ = policy_forward(model, r, temperature=1.0)
+    # the short prompt is left-padded in the batch; alone it is not
+    alone = sample(model, tok, prompts[:1], 1, max_new_tokens=6, seed=0)
+    alone.response_ids = r.response_ids[:1, :]
+    alone.response_mask = r.response_mask[:1, :]
+    lp_alone, _, _ = policy_forward(model, alone, temperature=1.0)
+    m = r.response_mask[0].bool()
+    assert torch.allclose(lp[0][m], lp_alone[0][m], atol=1e-5)
+
+
+def test_a3po_step_continues_across_a_resume(artifacts, tmp_path):
+    """A3PO's decay is driven by the global step, which a resumed run must continue."""
+    run(artifacts, tmp_path, algorithm="a3po", steps=2, save_every=2)
+    rows = run(artifacts, tmp_path, algorithm="a3po", steps=4, save_every=2)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["a3po/s_pos"] for r in rows] == [2.0 - 0.005 * s for s in range(4)]
+
+
+def _train_cmd(artifacts, out: Path, steps: int):
+    data, model = artifacts
+    settings = json.dumps({**SETTINGS, "steps": steps, "save_every": 2})
+    return [sys.executable, "-m", "polarity", "train", "--model", str(model), "--data",
+            str(data["train"]), "--algorithm", "nsr", "--settings", settings, "--seed", "0",
+            "--out", str(out / "final"), "--metrics", str(out / "metrics.jsonl"),
+            "--state", str(out / "state")]
+
+
+def test_killed_run_resumes_from_checkpoint_without_losing_or_repeating_steps(artifacts, tmp_path):
+    steps = 12
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(artifacts, killed, steps), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    ckpt = killed / "state" / "checkpoints" / "step_000004.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "final").exists()
+    done_before = len(read_metrics(killed / "state" / "metrics.jsonl"))
+    assert done_before >= 4
+
+    resumed = subprocess.run(_train_cmd(artifacts, killed, steps), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming nsr seed 0 from step_0000" in resumed.stdout
+    rows = read_metrics(killed / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(steps))
+
+    # the resumed run is the run that was never interrupted, step for step
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(artifacts, straight, steps), check=True, capture_output=True)
+    reference = read_metrics(straight / "metrics.jsonl")
+    for a, b in zip(rows, reference):
+        for key in ("accuracy", "n_positive", "n_negative", "response_length_mean", "entropy"):
+            assert a[key] == b[key], (a["step"], key)
+        assert a["pg_loss"] == pytest.approx(b["pg_loss"], rel=1e-4, abs=1e-6)

@@ -1,0 +1,77 @@
+# Helpers every stage shares: the checked config, result paths, target lists.
+import json
+from pathlib import Path
+
+from polarity.algorithms import ALGORITHMS
+
+# Every stage runs the package's CLI; PYTHONPATH makes it importable in conda envs too.
+SRC = str(Path(workflow.basedir) / "src")
+shell.prefix("export PYTHONPATH=" + SRC + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+POLARITY = "python -m polarity"
+
+R = Path(config["results_dir"]) / config["study"]
+DATA = R / "data"
+MODELS = R / "models"
+RUNS = R / "runs"
+EVAL = R / "eval"
+REPORT = R / "report"
+LOGS = R / "logs"
+NOTEBOOKS = Path(workflow.basedir) / "notebooks"
+RUN = "{model}/{algorithm}/seed{seed}"
+
+SYNTHETIC = "synthetic-arith"
+MODEL_NAMES = list(config["models"])
+SEEDS = [str(s) for s in config["seeds"]]
+BENCHMARKS = config["evaluate"]["benchmarks"]
+
+
+wildcard_constraints:
+    model="|".join(MODEL_NAMES),
+    algorithm="|".join(["base", *ALGORITHMS]),
+    seed=r"\d+",
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def model_input(wildcards):
+    """The base model: a directory made here, or a link file naming a hub id / path."""
+    if "make" in config["models"][wildcards.model]:
+        return MODELS / wildcards.model
+    return MODELS / f"{wildcards.model}.json"
+
+
+def train_data():
+    name = config["train_data"]["name"]
+    return DATA / (f"{SYNTHETIC}-train.parquet" if name == SYNTHETIC else f"{name}-train.parquet")
+
+
+def policy_input(wildcards):
+    if wildcards.algorithm == "base":
+        return model_input(wildcards)
+    return RUNS / RUN.format(**wildcards) / "final"
+
+
+def train_runs():
+    return [
+        dict(model=m, algorithm=a, seed=s)
+        for m in MODEL_NAMES
+        for a in config["algorithms"]
+        for s in SEEDS
+    ]
+
+
+def eval_targets():
+    runs = train_runs()
+    if config["evaluate"]["include_base"]:
+        runs += [dict(model=m, algorithm="base", seed="0") for m in MODEL_NAMES]
+    return [EVAL / RUN.format(**r) / f"{b}.parquet" for r in runs for b in BENCHMARKS]
+
+
+def metrics_targets():
+    return [RUNS / RUN.format(**r) / "metrics.jsonl" for r in train_runs()]
+
+
+def report_targets():
+    return [REPORT / f"{name}.html" for name in ("training", "evaluation")]

@@ -1,0 +1,46 @@
+# Data stage: every dataset is written once, in verl's parquet row format.
+
+
+rule prepare_synthetic:
+    output:
+        warmup=DATA / f"{SYNTHETIC}-warmup.parquet",
+        train=DATA / f"{SYNTHETIC}-train.parquet",
+        test=DATA / f"{SYNTHETIC}-test.parquet",
+    params:
+        settings=as_json(config["synthetic"]),
+        seed=config["synthetic"]["seed"],
+    log:
+        LOGS / "data" / "synthetic.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{POLARITY} data-synthetic --settings {params.settings:q} --seed {params.seed}"
+        " --warmup {output.warmup} --train {output.train} --test {output.test} > {log} 2>&1"
+
+
+rule prepare_hub_train:
+    output:
+        DATA / "{dataset}-train.parquet",
+    params:
+        source=lambda w: config["train_data"]["source"] or "",
+        template=lambda w: config["train_data"]["template"] or "",
+        limit=lambda w: config["train_data"]["limit"] or "",
+    wildcard_constraints:
+        dataset="math|math-stratified-25|dapo-math-17k|deepscaler",
+    log:
+        LOGS / "data" / "{dataset}-train.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    shell:
+        "{POLARITY} data-hub --name {wildcards.dataset} --out {output}"
+        " $([ -n {params.source:q} ] && echo --source {params.source:q})"
+        " $([ -n {params.template:q} ] && echo --template {params.template:q})"
+        " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"
