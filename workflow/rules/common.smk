@@ -4,10 +4,9 @@ from pathlib import Path
 
 from polarity.algorithms import ALGORITHMS
 
-# Every stage runs the package's CLI; PYTHONPATH makes it importable in conda envs too.
-SRC = str(Path(workflow.basedir) / "src")
-shell.prefix("export PYTHONPATH=" + SRC + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
-POLARITY = "python -m polarity"
+# Every rule runs the package's CLI, `python -m polarity <stage>` (the `polarity` console
+# script); PYTHONPATH makes it importable in the conda envs too.
+shell.prefix("export PYTHONPATH=%s${{PYTHONPATH:+:$PYTHONPATH}}; " % (Path(workflow.basedir) / "src"))
 
 R = Path(config["results_dir"]) / config["study"]
 DATA = R / "data"

@@ -18,7 +18,7 @@ rule prepare_synthetic:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{POLARITY} data-synthetic --settings {params.settings:q} --seed {params.seed}"
+        "python -m polarity data-synthetic --settings {params.settings:q} --seed {params.seed}"
         " --warmup {output.warmup} --train {output.train} --test {output.test} > {log} 2>&1"
 
 
@@ -40,7 +40,7 @@ rule prepare_hub_train:
         mem_mb=16000,
         runtime=60,
     shell:
-        "{POLARITY} data-hub --name {wildcards.dataset} --out {output}"
+        "python -m polarity data-hub --name {wildcards.dataset} --out {output}"
         " $([ -n {params.source:q} ] && echo --source {params.source:q})"
         " $([ -n {params.template:q} ] && echo --template {params.template:q})"
         " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"

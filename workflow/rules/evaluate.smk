@@ -21,5 +21,5 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{POLARITY} evaluate --policy {input.policy} --data {input.data}"
+        "python -m polarity evaluate --policy {input.policy} --data {input.data}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"

@@ -19,7 +19,7 @@ rule make_tiny_model:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{POLARITY} model-tiny --warmup {input.warmup} --settings {params.settings:q}"
+        "python -m polarity model-tiny --warmup {input.warmup} --settings {params.settings:q}"
         " --seed {params.seed} --threads {threads} --max-new-tokens {params.max_new_tokens}"
         " --out {output} > {log} 2>&1"
 
@@ -38,4 +38,4 @@ rule link_model:
         mem_mb=500,
         runtime=5,
     shell:
-        "{POLARITY} model-link --path {params.path:q} --out {output} > {log} 2>&1"
+        "python -m polarity model-link --path {params.path:q} --out {output} > {log} 2>&1"

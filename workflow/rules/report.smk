@@ -9,6 +9,9 @@ rule report_training:
     output:
         ipynb=REPORT / "training.ipynb",
         html=report(REPORT / "training.html", caption="../report/training.rst", category="Report"),
+    params:
+        results=R,
+        study=config["study"],
     log:
         LOGS / "report" / "training.log",
     conda:
@@ -18,7 +21,7 @@ rule report_training:
         mem_mb=4000,
         runtime=20,
     shell:
-        "{POLARITY} report --notebook {input.notebook} --results {R} --study {config[study]}"
+        "python -m polarity report --notebook {input.notebook} --results {params.results} --study {params.study}"
         " --out-ipynb {output.ipynb} --out-html {output.html} > {log} 2>&1"
 
 
@@ -29,6 +32,9 @@ rule report_evaluation:
     output:
         ipynb=REPORT / "evaluation.ipynb",
         html=report(REPORT / "evaluation.html", caption="../report/evaluation.rst", category="Report"),
+    params:
+        results=R,
+        study=config["study"],
     log:
         LOGS / "report" / "evaluation.log",
     conda:
@@ -38,5 +44,5 @@ rule report_evaluation:
         mem_mb=4000,
         runtime=20,
     shell:
-        "{POLARITY} report --notebook {input.notebook} --results {R} --study {config[study]}"
+        "python -m polarity report --notebook {input.notebook} --results {params.results} --study {params.study}"
         " --out-ipynb {output.ipynb} --out-html {output.html} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule train_local:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{POLARITY} train --model {input.model} --data {input.data}"
+        "python -m polarity train --model {input.model} --data {input.data}"
         " --algorithm {wildcards.algorithm} --params {params.algorithm_params:q}"
         " --settings {params.settings:q} --seed {wildcards.seed}"
         " --out {output.final} --metrics {output.metrics} --state {params.state}"

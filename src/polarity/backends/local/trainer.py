@@ -101,12 +101,14 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
     """Sample and score one step's batch; DAPO's dynamic sampling keeps only mixed groups,
     sampling more rounds until the batch is full or ``max_gen_rounds`` is reached.
 
-    Returns (batch, new cursor, generation stats over every response sampled this step).
+    Returns (batch, new cursor, stats over every response sampled this step, and the
+    (old log-prob, entropy) of the batch when it is round 1's, to save a forward pass).
     """
     P, G = settings.prompts_per_step, settings.rollouts_per_prompt
     kept: list[Batch] = []
     n_kept, rounds = 0, 0
-    all_correct, all_lengths, all_truncated = [], [], []
+    all_correct, all_lengths, all_truncated, all_rewards = [], [], [], []
+    first_forward, entropy_mean = None, float("nan")
     groups_seen = groups_all_correct = groups_all_wrong = 0
     while True:
         rounds += 1
@@ -124,6 +126,13 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
         correct = torch.tensor(score_batch(rollouts.texts, answers)) > 0.5
         group_ids = torch.tensor(positions).repeat_interleave(G)
         batch = Batch(rollouts, group_ids, correct)
+        all_rewards.append(alg.sequence_rewards(recipe, correct, rollouts.lengths,
+                                                settings.max_response_tokens))
+        if rounds == 1:  # the policy's entropy on an unfiltered sample of its own responses
+            with torch.no_grad():
+                first_forward = policy_forward(model, rollouts, settings.temperature)[:2]
+            m = rollouts.response_mask.float().to(first_forward[1].device)
+            entropy_mean = float((first_forward[1] * m).sum() / m.sum().clamp(min=1))
         per_group = correct.view(P, G).float().mean(dim=1)
         groups_seen += P
         groups_all_correct += int((per_group == 1).sum())
@@ -153,11 +162,15 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
             1.0 - min(n_kept, P) / groups_seen if recipe.dynamic_sampling else 0.0
         ),
         "accuracy": float(torch.cat(all_correct).float().mean()),
+        "reward_mean": float(torch.cat(all_rewards).mean()),
+        "entropy": entropy_mean,
         "response_length_mean": float(torch.cat(all_lengths).float().mean()),
         "response_length_max": int(torch.cat(all_lengths).max()),
         "response_clip_frac": float(torch.cat(all_truncated).float().mean()),
     }
-    return batch, cursor, stats
+    # without dynamic sampling the trained batch is round 1: its old log-probs are computed
+    reuse = first_forward if not recipe.dynamic_sampling else None
+    return batch, cursor, stats, reuse
 
 
 # ----------------------------------------------------------------------------- forward
@@ -279,8 +292,10 @@ def train(
 
     for step in range(completed, settings.steps):
         t0 = time.time()
-        batch, cursor, gen_stats = collect(model, tokenizer, data, recipe, settings, seed, step, cursor)
-        update_stats = update(model, optim, batch, recipe, settings, step, seed, popo, reference)
+        batch, cursor, gen_stats, old = collect(model, tokenizer, data, recipe, settings, seed,
+                                                step, cursor)
+        update_stats = update(model, optim, batch, recipe, settings, step, seed, popo, reference,
+                              old)
         row = {"step": step, "algorithm": algorithm, "seed": seed, **gen_stats, **update_stats,
                "lr": optim.param_groups[0]["lr"], "step_seconds": round(time.time() - t0, 3)}
         append_metrics(live_metrics, row)
@@ -303,11 +318,11 @@ def train(
     return rows
 
 
-def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed: int, popo, reference) -> dict:
+def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed: int, popo,
+           reference, old=None) -> dict:
     """Advantages once for the rollout batch, then one optimizer step per mini-batch."""
     empty = {"n_positive": 0, "n_negative": 0, "frac_positive": float("nan"),
-             "frac_negative": float("nan"), "reward_mean": float("nan"), "entropy": float("nan"),
-             "pg_loss": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan"),
+             "frac_negative": float("nan"), "pg_loss": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan"),
              "optimizer_steps": 0}
     if recipe.token_shaping == "a3po":  # the scales follow the global step even with no batch
         main = recipe.a3po_selections()[:2]
@@ -317,7 +332,8 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
         return empty
     r, G = batch.rollouts, settings.rollouts_per_prompt
     with torch.no_grad():
-        old_log_prob, entropy, _ = policy_forward(model, r, settings.temperature)
+        old_log_prob, entropy = old if old is not None else policy_forward(
+            model, r, settings.temperature)[:2]
         ref_log_prob = (policy_forward(reference, r, settings.temperature)[0]
                         if reference is not None else None)
     mask = r.response_mask.float().to(old_log_prob.device)
@@ -340,8 +356,7 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
     stats.update({
         "n_positive": n_pos, "n_negative": n_neg,
         "frac_positive": n_pos / max(n_pos + n_neg, 1), "frac_negative": n_neg / max(n_pos + n_neg, 1),
-        "reward_mean": float(rewards.mean()),
-        "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+        "trained_reward_mean": float(rewards.mean()),
         "batch_responses": len(batch),
     })
 
