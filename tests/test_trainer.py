@@ -49,6 +49,25 @@ def test_prompt_stream_is_a_permutation_per_epoch():
     assert [prompt_at(p, 10, seed=3) for p in range(10)] == firsts  # deterministic
 
 
+def test_a_step_samples_distinct_prompts_from_the_whole_split(artifacts):
+    from polarity.algorithms import resolve
+    from polarity.backends.local.trainer import collect, load_prompts
+
+    data_paths, model_dir = artifacts
+    model, tok = load_policy(model_dir)
+    data = load_prompts(data_paths["train"])
+    settings = TrainSettings.from_dict({**SETTINGS, "prompts_per_step": 16})
+    seen = set()
+    for step in range(4):  # 4 x 16 = the 64 training prompts: one epoch, each once
+        batch, cursor, _, _ = collect(model, tok, data, resolve("grpo"), settings, 0, step, step * 16)
+        assert cursor == (step + 1) * 16
+        firsts = batch.rollouts.prompt_ids[:: settings.rollouts_per_prompt]
+        texts = tok.batch_decode(firsts, skip_special_tokens=True)
+        assert len(set(texts)) == 16
+        seen.update(texts)
+    assert len(seen) == len(data["prompt"]) == 64
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "dapo", "psr", "nsr", "w_reinforce", "a3po", "popo"])
 def test_metrics_have_documented_columns_one_row_per_step(artifacts, tmp_path, algorithm):
     rows = run(artifacts, tmp_path, algorithm=algorithm)

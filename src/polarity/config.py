@@ -91,6 +91,8 @@ def check_study(config: dict[str, Any]) -> None:
     from .algorithms import ALGORITHMS, get_algorithm
 
     backend = config.get("backend", "local")
+    if backend != "local":
+        raise ConfigError(f"backend: {backend!r} has no training rule in this version; use 'local'")
     for i, name in enumerate(config.get("algorithms", [])):
         if name not in ALGORITHMS:
             raise ConfigError(

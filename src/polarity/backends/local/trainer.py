@@ -114,7 +114,7 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
         rounds += 1
         positions = list(range(cursor, cursor + P))
         cursor += P
-        rows = [prompt_at(p, len(data), seed) for p in positions]
+        rows = [prompt_at(p, len(data["prompt"]), seed) for p in positions]
         model.eval()
         rollouts = sample(
             model, tokenizer, [data["prompt"][i] for i in rows], G,
