@@ -54,10 +54,12 @@ def main() -> None:
                      frame.groupby("problem_id")["correct"].max().mean()))
     for algorithm, avg, pass_n in rows:
         print(f"  {algorithm:12s} avg@n {avg:.3f}  pass@n {pass_n:.3f}")
-    for path in sorted((results / "runs").rglob("metrics.jsonl")):
+    for path in sorted((results / "runs").glob("*/*/seed*/metrics.jsonl")):
         steps = [json.loads(x) for x in path.read_text().splitlines()]
         secs = sum(s["step_seconds"] for s in steps)
-        print(f"  train {path.parent.parent.name:12s} {len(steps)} steps, {secs:.0f} s of steps")
+        print(f"  train {path.parts[-3]:12s} {len(steps)} steps, {secs:.0f} s of steps, "
+              f"accuracy {steps[0]['accuracy']:.2f} -> {steps[-1]['accuracy']:.2f}, "
+              f"entropy {steps[0]['entropy']:.3f} -> {steps[-1]['entropy']:.3f}")
     if args.keep is None:
         shutil.rmtree(workdir)
 

@@ -65,7 +65,7 @@ def _selected_columns(
     key = old_log_prob if entropy is None else -entropy  # ascending: "low" end first
     key = torch.where(valid, key.float(), math.inf)
     order = torch.sort(key, dim=-1, stable=True).indices  # [B, T]
-    lengths = valid.sum(dim=-1)  # [B]
+    lengths = valid.sum(dim=-1, dtype=torch.int32)  # [B] (an int64 bool-sum is 15x slower)
     T = order.shape[-1]
     correct = correct.bool()
     for i in active:
