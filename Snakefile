@@ -10,7 +10,12 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 from polarity.config import check_config, check_study
 
 
-configfile: "config.yaml"
+# The embedded default study, unless a study is given with --configfile (a preset is a whole
+# study: merging it into the default would add the default's tiny model to every preset).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 # Fail before any job with a message naming the key, fill in the schema's defaults, then
@@ -31,4 +36,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         report_targets(),
+        policy_targets(),
     default_target: True

@@ -73,6 +73,32 @@ def cmd_train(args) -> None:
           metrics_path=args.metrics, state_dir=args.state, log=_log)
 
 
+def _study_sections(args) -> dict:
+    study = args.study
+    missing = [k for k in ("study", "train", "verl") if k not in study]
+    if missing:
+        raise SystemExit(f"--study: missing section(s) {', '.join(missing)}")
+    return study
+
+
+def cmd_train_verl(args) -> None:
+    from .backends.verl import run
+
+    kwargs = dict(model=args.model_name, algorithm=args.algorithm, seed=args.seed,
+                  model_path=resolve_model(args.model), train_file=args.data,
+                  val_file=args.val or args.data, run_dir=args.run_dir, log=_log)
+    if args.check:  # compose + validate with verl's config and write the script; no launch
+        run.prepare(_study_sections(args), check_data=not args.no_data_check, **kwargs)
+        return
+    run.train(_study_sections(args), metrics_out=args.metrics, done_out=args.done, **kwargs)
+
+
+def cmd_verl_merge(args) -> None:
+    from .backends.verl.run import merge
+
+    merge(args.done, args.out, log=_log)
+
+
 def cmd_evaluate(args) -> None:
     from .config import EvalSettings
     from .evaluation.evaluate import evaluate
@@ -150,6 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True)
     p.add_argument("--state", required=True, help="checkpoints + live metrics (kept across restarts)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-verl", help="train one (model, algorithm, seed) run with verl")
+    p.add_argument("--study", type=_json, required=True,
+                   help="JSON with the study's study/train/verl/algorithm_params sections")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", required=True, help="model directory or model.json link")
+    p.add_argument("--data", required=True, help="prepared training parquet")
+    p.add_argument("--val", default=None, help="validation parquet (default: the training data)")
+    p.add_argument("--algorithm", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", required=True, help="the run's folder (state/ holds checkpoints)")
+    p.add_argument("--metrics", help="metrics.jsonl to write")
+    p.add_argument("--done", help="manifest of the final checkpoint to write")
+    p.add_argument("--check", action="store_true",
+                   help="compose and validate the verl config and write the launch script only")
+    p.add_argument("--no-data-check", action="store_true", help="with --check: skip prompt lengths")
+    p.set_defaults(func=cmd_train_verl)
+
+    p = sub.add_parser("verl-merge", help="verl FSDP checkpoint -> Hugging Face model (model merger)")
+    p.add_argument("--done", required=True, help="manifest written by train-verl")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_verl_merge)
 
     p = sub.add_parser("evaluate", help="sample and score one policy on one benchmark")
     p.add_argument("--policy", required=True)

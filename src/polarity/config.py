@@ -91,8 +91,6 @@ def check_study(config: dict[str, Any]) -> None:
     from .algorithms import ALGORITHMS, get_algorithm
 
     backend = config.get("backend", "local")
-    if backend != "local":
-        raise ConfigError(f"backend: {backend!r} has no training rule in this version; use 'local'")
     for i, name in enumerate(config.get("algorithms", [])):
         if name not in ALGORITHMS:
             raise ConfigError(
@@ -109,9 +107,25 @@ def check_study(config: dict[str, Any]) -> None:
         if name not in ALGORITHMS:
             raise ConfigError(f"algorithm_params.{name}: unknown algorithm; known: {', '.join(ALGORITHMS)}")
         try:
-            get_algorithm(name).resolve(values)
+            recipe = get_algorithm(name).resolve(values)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if backend == "verl" and recipe.rank_by != "prob":
+            raise ConfigError(
+                f"algorithm_params.{name}.rank_by: verl's policy loss gets no old-policy entropy; "
+                "A3PO on verl ranks by 'prob' only"
+            )
+    if backend == "verl":
+        verl = config.get("verl", {})
+        train = config.get("train", {})
+        gpus = verl.get("nnodes", 1) * verl.get("gpus_per_node", 8)
+        rollouts = train.get("prompts_per_step", 1) * train.get("rollouts_per_prompt", 1)
+        if rollouts % gpus:
+            raise ConfigError(
+                f"train.prompts_per_step: {train.get('prompts_per_step')} prompts x "
+                f"{train.get('rollouts_per_prompt')} rollouts must split evenly over "
+                f"verl.nnodes x verl.gpus_per_node = {gpus} GPUs"
+            )
     train = config.get("train", {})
     if train.get("mini_batch_prompts", 1) > train.get("prompts_per_step", 1):
         raise ConfigError(

@@ -46,6 +46,13 @@ def train_data():
     return DATA / (f"{SYNTHETIC}-train.parquet" if name == SYNTHETIC else f"{name}-train.parquet")
 
 
+def val_data():
+    """verl needs a validation file: the synthetic test split, else the training data."""
+    if config["train_data"]["name"] == SYNTHETIC:
+        return DATA / f"{SYNTHETIC}-test.parquet"
+    return train_data()
+
+
 def policy_input(wildcards):
     if wildcards.algorithm == "base":
         return model_input(wildcards)
@@ -72,5 +79,11 @@ def metrics_targets():
     return [RUNS / RUN.format(**r) / "metrics.jsonl" for r in train_runs()]
 
 
+def policy_targets():
+    """Every run's trained policy (Hugging Face format), evaluated or not."""
+    return [RUNS / RUN.format(**r) / "final" for r in train_runs()]
+
+
 def report_targets():
-    return [REPORT / f"{name}.html" for name in ("training", "evaluation")]
+    names = ["training", "evaluation"] if BENCHMARKS else ["training"]
+    return [REPORT / f"{name}.html" for name in names]

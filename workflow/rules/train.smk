@@ -1,29 +1,12 @@
 # Train stage: one job per (model, algorithm, seed). Checkpoints live in state/ beside the
 # declared outputs, so a failed or re-run job never deletes them and a restart resumes.
+# The backend decides which rules produce a run's final/ policy and metrics.jsonl.
 
 
-rule train_local:
-    input:
-        model=model_input,
-        data=train_data(),
-    output:
-        final=directory(RUNS / RUN / "final"),
-        metrics=RUNS / RUN / "metrics.jsonl",
-    params:
-        state=lambda w: RUNS / RUN.format(**w) / "state",
-        settings=as_json({**config["train"], "backend": config["backend"]}),
-        algorithm_params=lambda w: as_json(config["algorithm_params"].get(w.algorithm, {})),
-    log:
-        LOGS / "train" / RUN / "train.log",
-    conda:
-        "../../envs/cpu.yaml"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    shell:
-        "python -m polarity train --model {input.model} --data {input.data}"
-        " --algorithm {wildcards.algorithm} --params {params.algorithm_params:q}"
-        " --settings {params.settings:q} --seed {wildcards.seed}"
-        " --out {output.final} --metrics {output.metrics} --state {params.state}"
-        " >> {log} 2>&1"
+if config["backend"] == "local":
+
+    include: "train_local.smk"
+
+else:
+
+    include: "train_verl.smk"

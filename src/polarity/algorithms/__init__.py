@@ -13,7 +13,7 @@ from .advantages import (
     polarity_weights,
     reinforce_advantages,
 )
-from .losses import AGG_MODES, aggregate, ppo_clip_loss, token_entropy
+from .losses import AGG_MODES, aggregate, ppo_clip_loss, ppo_clip_token_loss, token_entropy
 from .popo import Predictor, ema_update, mean_pool, popo_nll_loss, popo_similarity_loss, popo_weights
 from .registry import (
     ALGORITHMS,

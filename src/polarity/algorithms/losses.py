@@ -30,6 +30,34 @@ def aggregate(loss: Tensor, mask: Tensor, mode: str, norm_len: int | None = None
     raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {mode!r}")
 
 
+def ppo_clip_token_loss(
+    log_prob: Tensor,
+    old_log_prob: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[Tensor, dict[str, float]]:
+    """Per-token PPO-clip surrogate [B, T] with separate clip ranges (DAPO's clip-higher).
+
+    l_t = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t),
+    rho_t = pi_theta(y_t) / pi_old(y_t). Tokens outside ``mask`` have ratio 1 (never inf/nan).
+    Returns the token losses and the clip fraction / approximate KL over ``mask``.
+    """
+    valid = mask > 0
+    log_ratio = torch.where(valid, log_prob - old_log_prob, torch.zeros_like(log_prob))
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    token_loss = torch.maximum(unclipped, clipped)
+    with torch.no_grad():
+        n = valid.sum().clamp(min=1)
+        clip_frac = ((clipped > unclipped) & valid).sum() / n
+        approx_kl = torch.where(valid, -log_ratio, torch.zeros_like(log_ratio)).sum() / n
+    return token_loss, {"clip_frac": float(clip_frac), "approx_kl": float(approx_kl)}
+
+
 def ppo_clip_loss(
     log_prob: Tensor,
     old_log_prob: Tensor,
@@ -41,24 +69,14 @@ def ppo_clip_loss(
     agg_mode: str = "token-mean",
     norm_len: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO-clip surrogate with separate lower/upper clip ranges (DAPO's clip-higher).
+    """PPO-clip loss: :func:`ppo_clip_token_loss` aggregated with ``agg_mode`` over ``mask``.
 
-    l_t = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t),
-    rho_t = pi_theta(y_t) / pi_old(y_t); aggregated with ``agg_mode`` over ``mask``.
     All tensors are [B, T]. Returns the loss and its clip fraction / approximate KL.
     """
-    valid = mask > 0
-    log_ratio = torch.where(valid, log_prob - old_log_prob, torch.zeros_like(log_prob))
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    token_loss = torch.maximum(unclipped, clipped)
-    loss = aggregate(token_loss, mask, agg_mode, norm_len)
-    with torch.no_grad():
-        n = valid.sum().clamp(min=1)
-        clip_frac = ((clipped > unclipped) & valid).sum() / n
-        approx_kl = torch.where(valid, -log_ratio, torch.zeros_like(log_ratio)).sum() / n
-    return loss, {"clip_frac": float(clip_frac), "approx_kl": float(approx_kl)}
+    token_loss, stats = ppo_clip_token_loss(
+        log_prob, old_log_prob, advantages, mask, eps_low=eps_low, eps_high=eps_high
+    )
+    return aggregate(token_loss, mask, agg_mode, norm_len), stats
 
 
 def token_entropy(logits: Tensor) -> Tensor:

@@ -1,0 +1,149 @@
+"""verl's file logger -> the run's ``metrics.jsonl`` (the local backend's schema).
+
+verl's ``FileLogger`` writes ``{"step": <global step>, "data": {name: value}}`` lines to
+``$VERL_FILE_LOGGER_PATH`` and opens that file with mode "wb": a resumed run would erase the
+steps before it. So every launch attempt logs to its own file (``attempt-0001.jsonl``, ...) and
+the attempts are merged here: a later attempt's record of a step replaces an earlier one's,
+because after a resume verl re-runs the steps after its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+# verl's metric name -> ours (as in polarity/backends/local/trainer.py). Names from
+# verl/trainer/ppo/metric_utils.py, ray_trainer.py and workers/utils/losses.py.
+VERL_TO_OURS = {
+    # our reward function's score is the 0/1 verdict, so its mean is the accuracy; the reward
+    # (score less any in-reward KL) is before our overlong shaping, done in the advantages
+    "critic/score/mean": "accuracy",
+    "critic/rewards/mean": "reward_mean",
+    "actor/entropy": "entropy",
+    "actor/pg_loss": "pg_loss",
+    "actor/pg_clipfrac": "clip_frac",
+    "actor/grad_norm": "grad_norm",
+    "actor/lr": "lr",
+    "response_length/mean": "response_length_mean",
+    "response_length/max": "response_length_max",
+    "response_length/clip_ratio": "response_clip_frac",
+    "timing_s/step": "step_seconds",
+}
+OUR_PREFIX = "polarity/"  # our verl plugin's metrics: "polarity/<name>" is our "<name>"
+VERL_PREFIX = "verl/"  # every verl metric is also kept as "verl/<its name>"
+TRAINING_KEY = "training/global_step"  # verl logs it with every training step's metrics
+ATTEMPT_GLOB = "attempt-*.jsonl"
+_ATTEMPT = re.compile(r"attempt-(\d+)\.jsonl$")
+
+
+def next_attempt_log(folder: Path) -> Path:
+    """The file for the next launch attempt: numbering continues after the existing ones."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _ATTEMPT.match(p.name))]
+    return folder / f"attempt-{max(numbers, default=0) + 1:04d}.jsonl"
+
+
+def attempt_logs(folder: Path) -> list[Path]:
+    """The attempt files in ``folder``, oldest first (by number, not by name)."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob(ATTEMPT_GLOB)
+             if (m := _ATTEMPT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def read_file_log(path: Path) -> list[dict]:
+    """The ``{"step", "data"}`` records of one verl log file (see ``scan_file_log``)."""
+    return scan_file_log(path)[0]
+
+
+def scan_file_log(path: Path) -> tuple[list[dict], int]:
+    """(records, lines skipped) of one verl log file.
+
+    Blank lines are ignored; a line that is not a record is skipped and counted: the last line
+    cut short when the job was killed, or garbage.
+    """
+    records, skipped = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                skipped += 1
+                continue
+            if (isinstance(record, dict) and isinstance(record.get("step"), int)
+                    and isinstance(record.get("data"), dict)):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def merge_attempts(paths: list[Path]) -> dict[int, dict]:
+    """Step -> metrics over the attempt files, oldest first.
+
+    Records of one step within a file are merged (later values win). A later attempt's training
+    record of a step replaces the earlier attempts' record of it; a record without training
+    metrics is only merged in: on resume verl validates the checkpoint and logs that at the
+    checkpoint's step, which must not erase the step's training metrics.
+    """
+    merged: dict[int, dict] = {}
+    for path in paths:
+        this_attempt: dict[int, dict] = {}
+        for record in read_file_log(path):
+            this_attempt.setdefault(record["step"], {}).update(record["data"])
+        for step, data in this_attempt.items():
+            merged[step] = data if TRAINING_KEY in data else {**merged.get(step, {}), **data}
+    return dict(sorted(merged.items()))
+
+
+def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int) -> list[dict]:
+    """Rows sorted by step in the local backend's metrics.jsonl schema.
+
+    verl counts training steps from 1 (step 0 is the validation before training, which has no
+    training row and is dropped): verl step s is our step s - 1. Our names come first, then every
+    verl metric as ``verl/<name>``; a ``polarity/<name>`` metric from our plugin wins over a
+    mapped verl one.
+    """
+    rows = []
+    for step, data in sorted(merged.items()):
+        if step < 1:
+            continue
+        row = {"step": step - 1, "algorithm": algorithm, "seed": seed}
+        row.update({ours: data[theirs] for theirs, ours in VERL_TO_OURS.items() if theirs in data})
+        row.update({name[len(OUR_PREFIX):]: value for name, value in data.items()
+                    if name.startswith(OUR_PREFIX)})
+        row.update({VERL_PREFIX + name: value for name, value in data.items()
+                    if not name.startswith(OUR_PREFIX)})
+        rows.append(row)
+    return rows
+
+
+def write_metrics_jsonl(rows: list[dict], path: Path) -> None:
+    """Write one JSON object a line, atomically (a temporary file, then ``os.replace``).
+
+    verl's orjson wrote NaN as null; it stays null (the report reads null and NaN alike).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int) -> list[dict]:
+    """Merge every attempt log in ``log_folder`` into ``out`` (metrics.jsonl); the rows."""
+    rows = to_metrics_rows(merge_attempts(attempt_logs(log_folder)), algorithm=algorithm,
+                           seed=seed)
+    write_metrics_jsonl(rows, out)
+    return rows

@@ -1,0 +1,63 @@
+"""verl custom reward function backed by :mod:`polarity.reward` (math-verify, never hangs).
+
+verl loads this file by path::
+
+    reward.custom_reward_function.path=<this file>
+    reward.custom_reward_function.name=compute_score
+
+(``verl.trainer.ppo.reward.get_custom_reward_fn`` -> ``load_extern_object``, i.e.
+``importlib.util.spec_from_file_location``), so this module imports only absolute ``polarity``
+names: it is not imported as part of the package. verl's reward loop managers call
+``compute_score`` once per response inside ``loop.run_in_executor``, i.e. from threads of a Ray
+``RewardLoopWorker`` actor; :mod:`polarity.reward` scores in killable worker processes and never
+uses signals in the caller, so that is safe. Calls within one actor are serialized by
+:mod:`polarity.reward`'s pool lock, so parallelism comes from ``reward.num_workers`` actors.
+
+The score is the plain 0/1 verdict. Overlong shaping is NOT done here: our advantage estimator
+applies DAPO's overlong penalty from the response token lengths.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from polarity.reward import DEFAULT_TIMEOUT, REASONS, score_batch_detailed
+
+__all__ = ["compute_score"]
+
+logger = logging.getLogger("polarity.backends.verl.reward_fn")
+
+
+def _result(value: float, reason: str) -> dict[str, float]:
+    """verl's result dict: score, acc, and one 0/1 flag per reason in ``REASONS``.
+
+    Every call returns the same keys with float values: verl stacks each key of the per-item
+    dicts into one array (keys taken from the first item) and averages them into metrics.
+    """
+    out = {"score": value, "acc": value}
+    out.update({name: float(name == reason) for name in REASONS})
+    return out
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    **kwargs,
+) -> dict[str, float]:
+    """Score one response: ``polarity.reward.score_batch_detailed([solution_str], [ground_truth])[0]``.
+
+    ``data_source`` and ``extra_info`` are accepted for verl's calling convention and unused.
+    ``timeout`` (seconds per item) can be set with
+    ``reward.custom_reward_function.reward_kwargs.timeout``. Never raises: any error scores
+    0.0 with the ``parse_failure`` flag.
+    """
+    try:
+        verdict = score_batch_detailed([solution_str], [ground_truth], timeout=timeout)[0]
+        return _result(verdict.score, verdict.reason)
+    except Exception:
+        logger.exception("compute_score failed; scoring 0.0")
+        return _result(0.0, "parse_failure")

@@ -1,0 +1,132 @@
+"""One verl training run, end to end: check, launch, collect metrics, merge to Hugging Face.
+
+The train rule calls :func:`train`; it composes and validates the verl command line with verl's
+own config (a misspelt key fails here, not after the job has waited for 16 GPUs), checks prompt
+lengths against the tokenizer, writes the launch script (single node, or Ray across the SLURM
+allocation), runs it, and converts verl's file log into our ``metrics.jsonl``. Checkpoints stay
+in ``state/`` (not a Snakemake output) and verl resumes from the newest (``resume_mode=auto``).
+The merge rule turns the final FSDP checkpoint into the declared ``final/`` Hugging Face model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import launch, logs
+from .overrides import command_line, compose, render, run_env, run_paths, validate, verl_overrides
+
+
+def prepare(
+    study: dict,
+    *,
+    model: str,
+    algorithm: str,
+    seed: int,
+    model_path: str,
+    train_file: str | Path,
+    val_file: str | Path,
+    run_dir: str | Path,
+    python: str = sys.executable,
+    check_data: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[str], Path]:
+    """Compose + validate the overrides, check the data, write the launch script; returns both."""
+    overrides = verl_overrides(study, model=model, algorithm=algorithm, seed=seed,
+                               model_path=model_path, train_file=train_file, val_file=val_file,
+                               run_dir=run_dir)
+    validate(compose(overrides))
+    if check_data:
+        from transformers import AutoTokenizer
+
+        from .data import check_lengths
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        summary = check_lengths(Path(train_file), tokenizer,
+                                max_prompt_tokens=study["train"]["max_prompt_tokens"],
+                                max_response_tokens=study["train"]["max_response_tokens"])
+        log(f"prompt lengths: {summary}")
+    paths = run_paths(run_dir)
+    env = {**run_env(overrides),
+           "VERL_FILE_LOGGER_PATH": str(logs.next_attempt_log(paths["logs"]))}
+    verl = study["verl"]
+    text = launch.launch_script(command_line(overrides, python=python), env=env,
+                                nnodes=verl["nnodes"], gpus_per_node=verl["gpus_per_node"],
+                                python=python)
+    script = launch.write_launch_script(paths["script"], text)
+    log("verl command:\n" + render(command_line(overrides, python=python)))
+    return overrides, script
+
+
+def final_checkpoint(run_dir: str | Path) -> tuple[int, Path | None]:
+    """verl's newest global step folder under the run's checkpoint dir (0, None if none)."""
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+    ckpts = run_paths(run_dir)["checkpoints"]
+    folder = find_latest_ckpt_path(str(ckpts)) if ckpts.is_dir() else None
+    if not folder:
+        return 0, None
+    return int(str(folder).rsplit("global_step_", 1)[-1]), Path(folder)
+
+
+def train(
+    study: dict,
+    *,
+    model: str,
+    algorithm: str,
+    seed: int,
+    model_path: str,
+    train_file: str | Path,
+    val_file: str | Path,
+    run_dir: str | Path,
+    metrics_out: str | Path,
+    done_out: str | Path,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) one verl training run to ``train.steps``; write metrics and a manifest."""
+    _, script = prepare(study, model=model, algorithm=algorithm, seed=seed, model_path=model_path,
+                        train_file=train_file, val_file=val_file, run_dir=run_dir, log=log)
+    step, _ = final_checkpoint(run_dir)
+    log(f"launching {script} (newest checkpoint: step {step})")
+    proc = subprocess.run(["bash", str(script)], stdout=sys.stdout, stderr=sys.stderr,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    rows = logs.collect_metrics(run_paths(run_dir)["logs"], Path(metrics_out),
+                                algorithm=algorithm, seed=seed)
+    if proc.returncode != 0:
+        raise SystemExit(f"verl exited with {proc.returncode}; checkpoints and logs are kept in "
+                         f"{run_paths(run_dir)['state']}: re-run the workflow to resume")
+    step, folder = final_checkpoint(run_dir)
+    want = int(study["train"]["steps"])
+    if step != want or folder is None:
+        raise SystemExit(f"verl finished but its newest checkpoint is step {step}, not {want} "
+                         "(train.steps): is trainer.save_freq saving the last step?")
+    manifest = {"algorithm": algorithm, "seed": seed, "model": model, "step": step,
+                "checkpoint": str(folder / "actor"), "metrics_rows": len(rows)}
+    tmp = Path(done_out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, done_out)
+    return manifest
+
+
+def merge_command(checkpoint: str | Path, target: str | Path, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+            "--local_dir", str(checkpoint), "--target_dir", str(target)]
+
+
+def merge(done_json: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
+    """verl's model merger: the final FSDP checkpoint -> a Hugging Face model in ``out``."""
+    manifest = json.loads(Path(done_json).read_text())
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = merge_command(manifest["checkpoint"], tmp)
+    log("merging: " + " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,244 @@
+"""Our estimator and loss inside verl, called the way verl 0.9.1 calls them, on CPU tensors.
+
+The estimator runs through verl's ``compute_advantage`` (the driver's call site) and the loss
+through ``verl.workers.utils.losses.ppo_loss`` (the actor worker's call site), both with verl
+configs composed from our overrides. Each must return what ``polarity.algorithms`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from verl import DataProto  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
+from verl.workers.utils.losses import ppo_loss  # noqa: E402
+
+from polarity.algorithms import (  # noqa: E402
+    ppo_clip_loss,
+    resolve,
+    sequence_advantages,
+    sequence_rewards,
+    token_advantages,
+)
+from polarity.backends.verl import overrides as ov  # noqa: E402
+from polarity.backends.verl import plugin  # noqa: E402
+
+from .verl_helpers import study_config  # noqa: E402
+
+T = 8  # max response tokens in these tests
+ALGOS = ["grpo", "dr_grpo", "dapo", "psr", "nsr", "w_reinforce", "a3po"]
+PARAMS = {"dapo": {"overlong_cache": 2}, "a3po": {"overlong_cache": 2}}
+
+
+def _config(algorithm, tmp_path, params=None):
+    study = study_config(backend="verl", train={"max_response_tokens": T})
+    study["algorithm_params"] = {algorithm: params if params is not None else PARAMS.get(algorithm, {})}
+    run_dir = tmp_path / "run"
+    o = ov.verl_overrides(study, model="m", algorithm=algorithm, seed=0, model_path="/m",
+                          train_file="/t.parquet", val_file="/v.parquet", run_dir=run_dir)
+    return study, ov.compose(o), ov.run_env(o)
+
+
+@pytest.fixture
+def use_run(monkeypatch):
+    """Install the run's environment as verl's workers would see it; fresh driver clocks."""
+
+    def install(env):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        plugin.reset_clocks()
+        return plugin.current_run()
+
+    yield install
+    plugin.reset_clocks()
+
+
+def _batch(seed=0, groups=4, n=4):
+    g = torch.Generator().manual_seed(seed)
+    B = groups * n
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).float()
+    correct = torch.rand(B, generator=g) < 0.5
+    correct[0], correct[1] = True, False  # group 0 is mixed
+    rewards = torch.zeros(B, T)
+    rewards[torch.arange(B), lengths - 1] = correct.float()
+    uids = np.array([f"p{i // n}" for i in range(B)], dtype=object)
+    old_lp = -torch.rand(B, T, generator=g) * 3
+    new_lp = old_lp + 0.3 * torch.randn(B, T, generator=g)
+    return dict(mask=mask, correct=correct, rewards=rewards, uids=uids, lengths=lengths,
+                old_lp=old_lp, new_lp=new_lp)
+
+
+def _value(metric) -> float:
+    """A verl ``Metric`` (or a plain number) as a float."""
+    return float(metric.aggregate() if hasattr(metric, "aggregate") else metric)
+
+
+def _verl_advantages(cfg, b):
+    data = DataProto.from_dict(
+        tensors={"token_level_rewards": b["rewards"], "response_mask": b["mask"]},
+        non_tensors={"uid": b["uids"]},
+    )
+    out = compute_advantage(data, adv_estimator=cfg.algorithm.adv_estimator, config=cfg.algorithm)
+    return out.batch["advantages"]
+
+
+def _verl_loss(cfg, b, advantages):
+    """verl's actor-side ppo_loss on a padded batch (prompt of 2 tokens before each response)."""
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    B = b["mask"].shape[0]
+    P = 2
+    prompts = torch.ones(B, P, dtype=torch.long)
+    responses = torch.ones(B, T, dtype=torch.long)
+    attention = torch.cat([torch.ones(B, P), b["mask"]], dim=1).long()
+    # the model's flat (no padding) log-probs: response token j of a sequence sits at position
+    # prompt_len - 1 + j of it (verl left-shifts model outputs by one)
+    flat = []
+    for i in range(B):
+        seq = torch.zeros(P + int(b["lengths"][i]))
+        seq[P - 1: P - 1 + int(b["lengths"][i])] = b["new_lp"][i, : int(b["lengths"][i])]
+        flat.append(seq)
+    data = tu.get_tensordict(
+        {"prompts": prompts, "responses": responses, "attention_mask": attention,
+         "response_mask": b["mask"], "old_log_probs": b["old_lp"], "advantages": advantages},
+        {"dp_size": 1, "batch_num_tokens": None, "global_batch_size": None},
+    )
+    loss, metrics = ppo_loss(actor, {"log_probs": torch.cat(flat)}, data)
+    return loss, metrics
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_estimator_matches_the_registry(algorithm, tmp_path, use_run):
+    study, cfg, env = _config(algorithm, tmp_path)
+    run = use_run(env)
+    assert cfg.algorithm.adv_estimator == plugin.ESTIMATOR
+    b = _batch()
+    got = _verl_advantages(cfg, b)
+    recipe = resolve(algorithm, PARAMS.get(algorithm, {}))
+    rewards = sequence_rewards(recipe, b["correct"], b["lengths"], T)
+    adv, _ = sequence_advantages(recipe, rewards, b["correct"], list(b["uids"]))
+    torch.testing.assert_close(got, adv[:, None] * b["mask"])
+    assert run.recipe == recipe
+
+
+def test_grpo_estimator_hand_computed(tmp_path, use_run):
+    _, cfg, env = _config("grpo", tmp_path)
+    use_run(env)
+    b = _batch(groups=1)
+    b["correct"] = torch.tensor([True, False, False, False])
+    b["rewards"] = torch.zeros(4, T)
+    b["rewards"][torch.arange(4), b["lengths"] - 1] = b["correct"].float()
+    got = _verl_advantages(cfg, b)
+    # mean 0.25, unbiased std 0.5: A = (1 - .25) / .5 = 1.5 and (0 - .25) / .5 = -0.5
+    want = torch.tensor([1.5, -0.5, -0.5, -0.5])
+    torch.testing.assert_close((got * b["mask"]).sum(1) / b["mask"].sum(1), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "psr", "nsr", "w_reinforce"])
+def test_loss_matches_the_registry(algorithm, tmp_path, use_run):
+    study, cfg, env = _config(algorithm, tmp_path)
+    use_run(env)
+    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == plugin.LOSS
+    b = _batch(seed=1)
+    adv = _verl_advantages(cfg, b)
+    loss, metrics = _verl_loss(cfg, b, adv)
+    recipe = resolve(algorithm, PARAMS.get(algorithm, {}))
+    want, stats = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
+                                eps_high=recipe.eps_high, agg_mode=recipe.loss_agg_mode, norm_len=T)
+    torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-5)
+    assert _value(metrics["actor/pg_clipfrac"]) == pytest.approx(stats["clip_frac"])
+
+
+def _a3po_expected(b, step, params):
+    recipe = resolve("a3po", params)
+    rewards = sequence_rewards(recipe, b["correct"], b["lengths"], T)
+    adv, _, _ = token_advantages(recipe, rewards, b["correct"], list(b["uids"]), b["old_lp"],
+                                 b["mask"], step)
+    loss, _ = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
+                            eps_high=recipe.eps_high, agg_mode=recipe.loss_agg_mode)
+    return loss
+
+
+@pytest.mark.parametrize("step", [0, 1, 50, 150, 199, 250])
+def test_a3po_loss_matches_the_registry_at_each_step(step, tmp_path, use_run):
+    params = {"overlong_cache": 0}  # no length shaping: sign(advantage) == polarity exactly
+    _, cfg, env = _config("a3po", tmp_path, params)
+    run = use_run(env)
+    b = _batch(seed=2)
+    adv = _verl_advantages(cfg, b)  # the driver publishes step 0 ...
+    assert json.loads(open(run.step_file).read())["disagree"] == 0
+    plugin.write_step(run.step_file, step)  # ... here we jump to `step`
+    loss, metrics = _verl_loss(cfg, b, adv)
+    torch.testing.assert_close(loss, _a3po_expected(b, step, params), atol=1e-6, rtol=1e-5)
+    # s(step) = max(2 - 0.005 step, 1), as logged by the loss
+    assert _value(metrics["polarity/a3po/s_pos"]) == pytest.approx(max(2.0 - 0.005 * step, 1.0))
+
+
+def test_a3po_shaping_changes_the_loss_until_it_fades(tmp_path, use_run):
+    _, cfg, env = _config("a3po", tmp_path, {"overlong_cache": 0})
+    run = use_run(env)
+    b = _batch(seed=3)
+    adv = _verl_advantages(cfg, b)
+    losses = {}
+    for step in (0, 200, 300):
+        plugin.write_step(run.step_file, step)
+        losses[step] = float(_verl_loss(cfg, b, adv)[0])
+    _, dapo_cfg, dapo_env = _config("dapo", tmp_path, {"overlong_cache": 0})
+    use_run(dapo_env)
+    dapo = float(_verl_loss(dapo_cfg, b, _verl_advantages(dapo_cfg, b))[0])
+    assert losses[0] != pytest.approx(dapo)  # shaped at step 0
+    assert losses[200] == pytest.approx(dapo) and losses[300] == pytest.approx(dapo)  # = DAPO
+
+
+def test_a3po_step_continues_after_a_resume(tmp_path, use_run):
+    """Steps 0..3 uninterrupted; a restart from verl's checkpoint of global step 2 goes on at 2."""
+    _, cfg, env = _config("a3po", tmp_path, {"overlong_cache": 0})
+    run = use_run(env)
+    b = _batch(seed=4)
+    uninterrupted = []
+    for _ in range(4):
+        _verl_advantages(cfg, b)
+        uninterrupted.append(plugin.read_step(run.step_file))
+    assert uninterrupted == [0, 1, 2, 3]
+    # verl saved global_step_2 (two finished steps) and the job died; a new driver process
+    ckpt = tmp_path / "run" / "state" / "verl_checkpoints"
+    (ckpt / "global_step_2" / "actor").mkdir(parents=True)
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("2")
+    plugin.reset_clocks()
+    resumed = []
+    for _ in range(2):
+        adv = _verl_advantages(cfg, b)  # the driver's estimator publishes the step ...
+        resumed.append(plugin.read_step(run.step_file))
+        loss, _ = _verl_loss(cfg, b, adv)  # ... that the actor's loss then uses
+        torch.testing.assert_close(loss, _a3po_expected(b, resumed[-1], {"overlong_cache": 0}),
+                                   atol=1e-6, rtol=1e-5)
+    assert resumed == [2, 3]
+
+
+def test_sign_disagreement_is_counted(tmp_path, use_run):
+    """DAPO's overlong penalty can push a correct response below its group mean: recorded."""
+    _, cfg, env = _config("a3po", tmp_path, {"overlong_cache": 4})
+    run = use_run(env)
+    b = _batch(groups=1)
+    b["lengths"] = torch.tensor([8, 2, 2, 2])  # the correct one is long: -1 penalty at L_max
+    b["mask"] = (torch.arange(T)[None, :] < b["lengths"][:, None]).float()
+    b["correct"] = torch.tensor([True, True, True, False])
+    b["rewards"] = torch.zeros(4, T)
+    b["rewards"][torch.arange(4), b["lengths"] - 1] = b["correct"].float()
+    adv = _verl_advantages(cfg, b)
+    assert float(adv[0].sum()) < 0  # correct, negative advantage
+    assert json.loads(open(run.step_file).read())["disagree"] == 1
+
+
+def test_loss_without_run_settings_fails_clearly(monkeypatch):
+    monkeypatch.delenv(plugin.RUN_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=plugin.RUN_ENV):
+        plugin.current_run()

@@ -1,0 +1,28 @@
+# The local backend: one process on CPU or one GPU (polarity.backends.local).
+
+
+rule train_local:
+    input:
+        model=model_input,
+        data=train_data(),
+    output:
+        final=directory(RUNS / RUN / "final"),
+        metrics=RUNS / RUN / "metrics.jsonl",
+    params:
+        state=lambda w: RUNS / RUN.format(**w) / "state",
+        settings=as_json({**config["train"], "backend": config["backend"]}),
+        algorithm_params=lambda w: as_json(config["algorithm_params"].get(w.algorithm, {})),
+    log:
+        LOGS / "train" / RUN / "train.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m polarity train --model {input.model} --data {input.data}"
+        " --algorithm {wildcards.algorithm} --params {params.algorithm_params:q}"
+        " --settings {params.settings:q} --seed {wildcards.seed}"
+        " --out {output.final} --metrics {output.metrics} --state {params.state}"
+        " >> {log} 2>&1"
