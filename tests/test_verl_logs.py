@@ -142,8 +142,8 @@ def test_empty_folder_gives_no_rows(tmp_path):
 
 def test_real_verl_file_logger_attempts(tmp_path, monkeypatch):
     """verl's own FileLogger writes the attempt files (it truncates the file it opens)."""
-    np = pytest.importorskip("numpy")
-    tracking = pytest.importorskip("verl.utils.tracking")
+    import numpy as np
+    from verl.utils import tracking
     folder = tmp_path / "state" / "verl_logs"
 
     def attempt(steps, tag, checkpoint=None):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("verl")
 
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402

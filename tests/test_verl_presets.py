@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("verl")
 
 from hydra.errors import ConfigCompositionException  # noqa: E402
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-pytest.importorskip("verl")
 
 from polarity.backends.verl.overrides import run_paths  # noqa: E402
 from polarity.backends.verl.run import final_checkpoint, merge_command  # noqa: E402

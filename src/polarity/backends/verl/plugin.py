@@ -31,8 +31,8 @@ Two facts reach the loss by side channels, designed explicitly:
   sign of the advantage the estimator gave it. With 0/1 rewards this is exact: a correct response
   scores at or above its group mean, a wrong one at or below, and a response whose advantage is
   0 is unchanged by any scale. DAPO's overlong penalty can push a correct-but-overlong response
-  below its group mean; the estimator counts such responses (``disagree``) in the step file, and
-  ``polarity.config.check_study`` warns in the docs; the local backend reads correctness directly.
+  below its group mean; the estimator records how many did (``disagree`` in the step file).
+  The local backend reads correctness directly.
 * **global step** (A3PO's decay): the estimator runs once per training step on the driver. A
   :class:`StepClock` there numbers the steps from verl's own resume point (the newest
   ``global_step_N`` folder under ``trainer.default_local_dir``, found with verl's
