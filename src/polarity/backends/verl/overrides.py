@@ -8,7 +8,6 @@ what the tests and ``polarity train-verl --check`` do before any GPU hour is spe
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -215,11 +214,3 @@ def run_env(overrides: list[str]) -> dict[str, str]:
                 value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
             env[key] = value
     return env
-
-
-def recipe_json(config: dict, algorithm: str) -> str:
-    """The resolved recipe of an algorithm (recorded beside the run for the report)."""
-    from dataclasses import asdict
-
-    recipe = get_algorithm(algorithm).resolve((config.get("algorithm_params") or {}).get(algorithm))
-    return json.dumps(asdict(recipe), sort_keys=True)

@@ -25,33 +25,29 @@ from .overrides import command_line, compose, render, run_env, run_paths, valida
 def prepare(
     study: dict,
     *,
-    model: str,
-    algorithm: str,
-    seed: int,
-    model_path: str,
-    train_file: str | Path,
-    val_file: str | Path,
-    run_dir: str | Path,
     python: str = sys.executable,
     check_data: bool = True,
     log: Callable[[str], None] = print,
+    **run,
 ) -> tuple[list[str], Path]:
-    """Compose + validate the overrides, check the data, write the launch script; returns both."""
-    overrides = verl_overrides(study, model=model, algorithm=algorithm, seed=seed,
-                               model_path=model_path, train_file=train_file, val_file=val_file,
-                               run_dir=run_dir)
+    """Compose + validate the overrides, check the data, write the launch script; returns both.
+
+    ``run`` names the run as :func:`~.overrides.verl_overrides` takes it (model, algorithm,
+    seed, model_path, train_file, val_file, run_dir).
+    """
+    overrides = verl_overrides(study, **run)
     validate(compose(overrides))
     if check_data:
         from transformers import AutoTokenizer
 
         from .data import check_lengths
 
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        summary = check_lengths(Path(train_file), tokenizer,
+        tokenizer = AutoTokenizer.from_pretrained(run["model_path"])
+        summary = check_lengths(Path(run["train_file"]), tokenizer,
                                 max_prompt_tokens=study["train"]["max_prompt_tokens"],
                                 max_response_tokens=study["train"]["max_response_tokens"])
         log(f"prompt lengths: {summary}")
-    paths = run_paths(run_dir)
+    paths = run_paths(run["run_dir"])
     env = {**run_env(overrides),
            "VERL_FILE_LOGGER_PATH": str(logs.next_attempt_log(paths["logs"]))}
     verl = study["verl"]
@@ -77,20 +73,17 @@ def final_checkpoint(run_dir: str | Path) -> tuple[int, Path | None]:
 def train(
     study: dict,
     *,
-    model: str,
-    algorithm: str,
-    seed: int,
-    model_path: str,
-    train_file: str | Path,
-    val_file: str | Path,
-    run_dir: str | Path,
     metrics_out: str | Path,
     done_out: str | Path,
     log: Callable[[str], None] = print,
+    **run,
 ) -> dict:
-    """Run (or resume) one verl training run to ``train.steps``; write metrics and a manifest."""
-    _, script = prepare(study, model=model, algorithm=algorithm, seed=seed, model_path=model_path,
-                        train_file=train_file, val_file=val_file, run_dir=run_dir, log=log)
+    """Run (or resume) one verl training run to ``train.steps``; write metrics and a manifest.
+
+    ``run`` is as for :func:`prepare`.
+    """
+    _, script = prepare(study, log=log, **run)
+    algorithm, seed, run_dir = run["algorithm"], run["seed"], run["run_dir"]
     step, _ = final_checkpoint(run_dir)
     log(f"launching {script} (newest checkpoint: step {step})")
     proc = subprocess.run(["bash", str(script)], stdout=sys.stdout, stderr=sys.stderr,
@@ -105,7 +98,7 @@ def train(
     if step != want or folder is None:
         raise SystemExit(f"verl finished but its newest checkpoint is step {step}, not {want} "
                          "(train.steps): is trainer.save_freq saving the last step?")
-    manifest = {"algorithm": algorithm, "seed": seed, "model": model, "step": step,
+    manifest = {"algorithm": algorithm, "seed": seed, "model": run["model"], "step": step,
                 "checkpoint": str(folder / "actor"), "metrics_rows": len(rows)}
     tmp = Path(done_out).with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
