@@ -1,7 +1,10 @@
-"""Loaders for the hub training sets, each normalized to verl's row format (``rows.py``).
+"""Loaders for hub datasets (training sets and benchmarks), normalized to verl's row format.
 
-The registry ``TRAIN_DATASETS`` describes every training set the presets use
-(``../shared/presets.md``, "Datasets"):
+One loader core, ``load_hub_rows(spec, ...)``, turns any ``HubDataset`` spec into rows
+(``rows.py``); ``load_train_dataset`` (here) and ``polarity.evaluation.benchmarks.load_benchmark``
+are thin lookups in front of it. The registry ``TRAIN_DATASETS`` describes every training set the
+presets use (``../shared/presets.md``, "Datasets"); the benchmarks live in
+``polarity.evaluation.benchmarks.BENCHMARKS``.
 
 ========================  =============================================  =========================
 name                      source (hub id, split)                         question -> ground truth
@@ -21,15 +24,31 @@ directory of parquet files) and returns a DataFrame with exactly ``rows.ROW_COLU
 position in the source split (so it survives deduplication and subsetting); the output's
 ``data_source`` is the registry name.
 
+Several configs (``HubDataset.configs``, e.g. AIME 2025's ``AIME2025-I`` and ``AIME2025-II``)
+are read one after another and concatenated in the spec's order: from the hub, one
+``load_dataset`` per config; locally, ``source`` must be a directory holding one entry per
+config, a file ``<config>.parquet|.jsonl|.json`` or a sub-directory ``<config>/`` (any of the
+local kinds above), the name matched case-insensitively, so a download of the hub repository
+(``aime2025-I.jsonl``, ``aime2025-II.jsonl``) works as it is. ``extra_info["index"]`` is then
+the position in the concatenation (0, 1, ... across configs), ``extra_info["config"]`` the
+config and ``extra_info["config_index"]`` the row position within it.
+
 Rules, in the order they are applied:
 
 1. Deduplication (``dapo-math-17k``): the hub file repeats every prompt ~100 times (~1.79M rows);
    the first row per exact ``prompt[0].content`` is kept (~17.4k). Later copies are dropped even
    when their ground truth differs; such disagreements are counted
    (``dedup_conflicting_answers``).
-2. Answers: rows with a missing question or an empty/missing answer are dropped and counted. For
-   MATH the answer is ``last_boxed(solution)``: the content of the last complete ``\\boxed{...}``
-   or ``\\fbox{...}``; solutions without one are dropped (``no_answer_dropped``).
+2. Answers (``HubDataset.answer_from``): rows with a missing question or an empty/missing answer
+   are dropped and counted (``no_answer_dropped``).
+
+   - ``"field"``: the field as it is, stripped; numbers become text (an integral float such as
+     ``27.0`` becomes ``"27"``).
+   - ``"last_boxed"`` (MATH): ``last_boxed(solution)``, the content of the last complete
+     ``\\boxed{...}`` or ``\\fbox{...}``; solutions without one are dropped.
+   - ``"answer_list"`` (OlympiadBench's ``final_answer``): ``join_answers``, a list of answers
+     each stripped of its ``$...$`` delimiters; one answer is itself, several are joined with
+     ``", "``, which math-verify reads as a set (any order of the parts is accepted).
 3. Stratified subset (``math-stratified-25``), over the rows kept by 1-2: rows are grouped by
    ``(type, level)``; a stratum of ``size`` rows keeps ``max(1, round(0.25 * size))`` of them
    (Python's ``round``, halves to even, the rule ``pandas.DataFrame.sample(frac=...)`` uses:
@@ -45,6 +64,7 @@ The counts of every step are in ``frame.attrs["load_stats"]`` and logged at INFO
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -61,11 +81,15 @@ import pyarrow.compute as pc
 from polarity.data.rows import PROMPT_TEMPLATES, PromptTemplate, make_row, rows_to_frame
 
 __all__ = [
+    "ANSWER_RULES",
     "HubDataset",
     "TRAIN_DATASETS",
+    "join_answers",
     "last_boxed",
+    "load_hub_rows",
     "load_train_dataset",
     "read_source_table",
+    "read_source_tables",
     "stratified_sample_indices",
 ]
 
@@ -76,9 +100,13 @@ log = logging.getLogger(__name__)
 # The registry
 
 
+# How the ground truth is made from ``answer_field`` (module docstring, rule 2).
+ANSWER_RULES = ("field", "last_boxed", "answer_list")
+
+
 @dataclass(frozen=True)
 class HubDataset:
-    """One hub training set and how its rows map onto verl's format.
+    """One hub dataset (a training set or a benchmark) and how its rows map onto verl's format.
 
     Field paths name a column, a struct field (``a.b``) or a list element (``a[0]``), e.g.
     ``prompt[0].content``.
@@ -90,7 +118,8 @@ class HubDataset:
     split: str
     question_field: str
     answer_field: str
-    # "field": the answer is ``answer_field`` as it is; "last_boxed": ``last_boxed`` of it.
+    # One of ANSWER_RULES: "field" (the field as it is), "last_boxed" (``last_boxed`` of it),
+    # "answer_list" (``join_answers`` of a list of answers).
     answer_from: str
     template: str
     data_source: str
@@ -102,6 +131,29 @@ class HubDataset:
     subset_fraction: float | None = None
     strata: tuple[str, ...] = ()
     description: str = ""
+    # Several hub configs, read one after another and concatenated in this order (``config``
+    # is then None); see the module docstring for the local layout.
+    configs: tuple[str, ...] = ()
+    # Rows in the full source split (all configs); a hub load of another size logs a warning.
+    expected_rows: int | None = None
+    # What the messages call it: "dataset 'math'", "benchmark 'aime25'".
+    kind: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if self.answer_from not in ANSWER_RULES:
+            raise ValueError(
+                f"{self.kind} {self.name!r}: answer_from must be one of {ANSWER_RULES}, "
+                f"got {self.answer_from!r}"
+            )
+        if self.configs and self.config is not None:
+            raise ValueError(f"{self.kind} {self.name!r}: give config or configs, not both")
+        if len(set(self.configs)) != len(self.configs):
+            raise ValueError(f"{self.kind} {self.name!r}: configs repeat: {self.configs}")
+
+    @property
+    def config_names(self) -> tuple[str | None, ...]:
+        """The configs read, in order: ``configs``, else ``(config,)``."""
+        return self.configs or (self.config,)
 
     @property
     def required_fields(self) -> tuple[str, ...]:
@@ -223,6 +275,61 @@ def last_boxed(text: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Ground truths from other answer fields
+
+# One pair of math delimiters around a whole answer: $$...$$, $...$, \(...\) or \[...\].
+_DELIMITED = re.compile(r"\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\]", re.S)
+
+
+def _strip_math_delimiters(text: str) -> str:
+    """``text`` stripped, without one pair of delimiters that encloses all of it.
+
+    ``"$\\frac{1}{2}$"`` -> ``"\\frac{1}{2}"``. Text with a ``$`` inside the pair, such as
+    ``"$x=1$ or $x=2$"``, is several math spans, not one: it is kept as it is.
+    """
+    text = text.strip()
+    m = _DELIMITED.fullmatch(text)
+    if m is None:
+        return text
+    inner = next(g for g in m.groups() if g is not None)
+    if "$" in inner:
+        return text
+    return inner.strip()
+
+
+def join_answers(values) -> str | None:
+    """One ground-truth string from a list of answers (OlympiadBench's ``final_answer``).
+
+    Each answer is made text and stripped of the math delimiters around it (``$...$``,
+    ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``); empty answers are skipped. One answer is the
+    ground truth as it is; several are joined with ``", "`` (``["$2$", "$3$"]`` -> ``"2, 3"``),
+    which math-verify parses as a set, so a response boxing ``3, 2`` is accepted too and a
+    response with only some of the answers is not. A single string counts as a one-answer list.
+    Returns ``None`` when no answer is left (the row is then dropped).
+    """
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    parts = [_strip_math_delimiters(_answer_text(v) or "") for v in values]
+    parts = [p for p in parts if p]
+    return ", ".join(parts) or None
+
+
+def _answer_text(value) -> str | None:
+    """A scalar answer as stripped text; an integral float loses its ``.0`` (27.0 -> "27")."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN: a missing value
+            return None
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return str(value).strip()
+
+
+# --------------------------------------------------------------------------------------------
 # Stratified subsets
 
 
@@ -289,22 +396,40 @@ def _read_json(path: Path) -> pa.Table:
             return pa.Table.from_pylist([json.loads(line) for line in fh if line.strip()])
 
 
-def read_source_table(spec: HubDataset, source: str | os.PathLike | None) -> pa.Table:
-    """The raw source split as an arrow table, in the source's own schema.
+_DEFAULT = object()  # read_source_table's "the spec's only config"
 
-    ``None``: ``datasets.load_dataset(hub_id, config, split=split)`` (network or HF cache).
+
+def _label(spec: HubDataset) -> str:
+    return f"{spec.kind} {spec.name!r}"
+
+
+def read_source_table(
+    spec: HubDataset, source: str | os.PathLike | None, *, config=_DEFAULT
+) -> pa.Table:
+    """One config's raw source split as an arrow table, in the source's own schema.
+
+    ``None``: ``datasets.load_dataset(hub_id, config, split=split)`` (network or HF cache);
+    ``config`` defaults to the spec's only config (a multi-config spec must name one).
     A file: ``.parquet``, ``.jsonl`` (JSON lines) or ``.json`` (JSON lines or one array).
     A directory: a ``save_to_disk`` dataset (``state.json``; a ``DatasetDict`` directory gives
     its ``split``), else every ``*.parquet`` below it, in sorted path order; when some of them
     are named for the split (``train-00000-of-00002.parquet``, ``train/…``) only those are read.
+    A local ``source`` is this one config's data (``read_source_tables`` finds each config's).
     """
     if source is None:
+        if config is _DEFAULT:
+            if len(spec.config_names) > 1:
+                raise ValueError(
+                    f"{_label(spec)} has several configs {spec.configs}: name one "
+                    "(or use read_source_tables)"
+                )
+            config = spec.config_names[0]
         import datasets
 
-        return _dataset_to_table(datasets.load_dataset(spec.hub_id, spec.config, split=spec.split))
+        return _dataset_to_table(datasets.load_dataset(spec.hub_id, config, split=spec.split))
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"dataset {spec.name!r}: source {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{_label(spec)}: source {str(path)!r} does not exist")
     if path.is_dir():
         if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             import datasets
@@ -313,7 +438,7 @@ def read_source_table(spec: HubDataset, source: str | os.PathLike | None) -> pa.
             if isinstance(ds, datasets.DatasetDict):
                 if spec.split not in ds:
                     raise ValueError(
-                        f"dataset {spec.name!r}: {str(path)!r} has no split {spec.split!r} "
+                        f"{_label(spec)}: {str(path)!r} has no split {spec.split!r} "
                         f"(splits: {', '.join(ds)})"
                     )
                 ds = ds[spec.split]
@@ -323,7 +448,7 @@ def read_source_table(spec: HubDataset, source: str | os.PathLike | None) -> pa.
         files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
         if not files:
             raise ValueError(
-                f"dataset {spec.name!r}: {str(path)!r} is neither a saved dataset "
+                f"{_label(spec)}: {str(path)!r} is neither a saved dataset "
                 "nor a directory of parquet files"
             )
         for_split = [f for f in files if _matches_split(f.relative_to(path), spec.split)]
@@ -337,9 +462,64 @@ def read_source_table(spec: HubDataset, source: str | os.PathLike | None) -> pa.
     if suffix in (".json", ".jsonl"):
         return _read_json(path)
     raise ValueError(
-        f"dataset {spec.name!r}: unsupported source file {str(path)!r} "
+        f"{_label(spec)}: unsupported source file {str(path)!r} "
         "(use .parquet, .json, .jsonl or a directory)"
     )
+
+
+_LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _config_entry(spec: HubDataset, root: Path, config: str) -> Path:
+    """The file ``<config>.parquet|.jsonl|.json`` or directory ``<config>/`` in ``root``."""
+    want = config.casefold()
+    found = []
+    for child in sorted(root.iterdir()):
+        name = child.name
+        if child.is_file():
+            suffix = next((x for x in _LOCAL_SUFFIXES if name.lower().endswith(x)), None)
+            if suffix is None:
+                continue
+            name = name[: -len(suffix)]
+        if name.casefold() == want:
+            found.append(child)
+    if len(found) != 1:
+        what = (
+            f"{len(found)} entries ({', '.join(f.name for f in found)})" if found else "no entry"
+        )
+        raise ValueError(
+            f"{_label(spec)}: {str(root)!r} has {what} for config {config!r}; a local copy of a "
+            f"benchmark with several configs is a directory holding, for each of "
+            f"{', '.join(repr(c) for c in spec.configs)}, one file <config>.parquet|.jsonl|.json "
+            "or one sub-directory <config>/ (names matched case-insensitively)"
+        )
+    return found[0]
+
+
+def read_source_tables(
+    spec: HubDataset, source: str | os.PathLike | None
+) -> list[tuple[str | None, pa.Table]]:
+    """``(config, table)`` for every config of ``spec``, in order (one pair for one config).
+
+    A spec with several configs reads, from the hub, one ``load_dataset`` per config; locally,
+    ``source`` must be a directory with one entry per config (``_config_entry``), each read by
+    ``read_source_table``.
+    """
+    names = spec.config_names
+    if source is None:
+        return [(c, read_source_table(spec, None, config=c)) for c in names]
+    if len(names) == 1:
+        return [(names[0], read_source_table(spec, source))]
+    root = Path(source)
+    if not root.exists():
+        raise FileNotFoundError(f"{_label(spec)}: source {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise ValueError(
+            f"{_label(spec)}: {str(root)!r} is a file, but a local copy of a benchmark with "
+            f"several configs ({', '.join(repr(c) for c in spec.configs)}) is a directory with "
+            "one <config>.parquet|.jsonl|.json file or <config>/ sub-directory per config"
+        )
+    return [(c, read_source_table(spec, _config_entry(spec, root, c))) for c in names]
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -359,7 +539,7 @@ def _parse_field(path: str) -> list[str | int]:
     return parts
 
 
-def _field(table: pa.Table, path: str, ds_name: str) -> pa.ChunkedArray | None:
+def _field(table: pa.Table, path: str, label: str) -> pa.ChunkedArray | None:
     """The values of ``path`` for every row, or ``None`` when the source lacks the field."""
     parts = _parse_field(path)
     if parts[0] not in table.column_names:
@@ -375,7 +555,7 @@ def _field(table: pa.Table, path: str, ds_name: str) -> pa.ChunkedArray | None:
             short = pc.sum(pc.less_equal(lengths, part)).as_py() or 0
             if short:
                 raise ValueError(
-                    f"dataset {ds_name!r}: field {walked!r} has fewer than {part + 1} "
+                    f"{label}: field {walked!r} has fewer than {part + 1} "
                     f"element(s) in {short} row(s), so {path!r} is missing there"
                 )
             arr = pc.list_element(arr, part)
@@ -390,20 +570,68 @@ def _field(table: pa.Table, path: str, ds_name: str) -> pa.ChunkedArray | None:
     return arr
 
 
-def _require(table: pa.Table, path: str, ds_name: str) -> pa.ChunkedArray:
-    arr = _field(table, path, ds_name)
-    if arr is None:
-        raise ValueError(
-            f"dataset {ds_name!r}: the source lacks required field {path!r} "
-            f"(its columns: {', '.join(table.column_names) or 'none'})"
-        )
-    return arr
+class _Column:
+    """One field over the source's parts (configs) as if they were one table.
+
+    A part may lack the field (``None``, an optional field): its rows read as ``None``. Parts
+    are kept apart rather than concatenated so that configs whose arrow types differ (a number
+    in one file, a string in another) still load.
+    """
+
+    def __init__(self, parts: list[pa.ChunkedArray | None], lengths: list[int]):
+        self.parts = parts
+        self.lengths = lengths
+        self.offsets = [0]
+        for n in lengths:
+            self.offsets.append(self.offsets[-1] + n)
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def values(self, idx: list[int] | None = None) -> list:
+        """Python values of rows ``idx`` (all rows when ``None``), in the order given."""
+        if idx is None:
+            out: list = []
+            for arr, n in zip(self.parts, self.lengths):
+                out.extend(arr.to_pylist() if arr is not None else [None] * n)
+            return out
+        out = [None] * len(idx)
+        buckets: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, i in enumerate(idx):
+            k = bisect.bisect_right(self.offsets, i) - 1
+            positions, local = buckets.setdefault(k, ([], []))
+            positions.append(pos)
+            local.append(i - self.offsets[k])
+        for k, (positions, local) in buckets.items():
+            arr = self.parts[k]
+            if arr is None:
+                continue
+            if local == list(range(len(arr))):
+                vals = arr.to_pylist()
+            else:
+                vals = arr.take(pa.array(local, type=pa.int64())).to_pylist()
+            for pos, v in zip(positions, vals):
+                out[pos] = v
+        return out
 
 
-def _pylist(arr: pa.ChunkedArray, idx: list[int]) -> list:
-    if len(idx) == len(arr) and idx == list(range(len(arr))):
-        return arr.to_pylist()
-    return arr.take(pa.array(idx, type=pa.int64())).to_pylist()
+def _column(
+    spec: HubDataset, parts: list[tuple[str | None, pa.Table]], path: str, *, required: bool
+) -> _Column | None:
+    """``path`` over all parts; a required field missing from any part is a ``ValueError``."""
+    arrs = []
+    for config, table in parts:
+        arr = _field(table, path, _label(spec))
+        if arr is None and required:
+            where = f" (config {config!r})" if len(parts) > 1 else ""
+            raise ValueError(
+                f"{_label(spec)}: the source lacks required field {path!r}{where} "
+                f"(its columns: {', '.join(table.column_names) or 'none'})"
+            )
+        arrs.append(arr)
+    if all(a is None for a in arrs):
+        return None
+    return _Column(arrs, [t.num_rows for _, t in parts])
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,6 +648,145 @@ def _resolve_template(template: str | PromptTemplate | None, spec: HubDataset):
             f"unknown prompt template {template!r}; known: {', '.join(sorted(PROMPT_TEMPLATES))}"
         )
     return template
+
+
+def _ground_truths(spec: HubDataset, raw: list) -> list[str | None]:
+    if spec.answer_from == "last_boxed":
+        return [last_boxed(a) if isinstance(a, str) else None for a in raw]
+    if spec.answer_from == "answer_list":
+        return [join_answers(a) for a in raw]
+    return [_answer_text(a) for a in raw]
+
+
+def load_hub_rows(
+    spec: HubDataset,
+    *,
+    source: str | os.PathLike | None = None,
+    template: str | PromptTemplate | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The rows of ``spec`` (a training set or a benchmark) in verl's format.
+
+    The shared core of ``load_train_dataset`` and ``benchmarks.load_benchmark``: reads
+    ``source`` (``None``: the hub; else a local copy, see ``read_source_tables``), applies the
+    rules of the module docstring and returns a DataFrame with exactly ``rows.ROW_COLUMNS``, in
+    source order, ``data_source`` = ``spec.data_source``. ``template`` overrides the spec's
+    prompt template (a name in ``rows.PROMPT_TEMPLATES`` or a ``PromptTemplate``). ``seed``
+    selects a stratified subset (ignored without one). ``limit`` keeps the first ``limit``
+    rows. The counts of dropped rows are in ``frame.attrs["load_stats"]``.
+
+    Raises ``KeyError`` for an unknown template, ``ValueError`` when the source lacks a
+    required field (the message names the dataset and the field), ``FileNotFoundError`` for a
+    missing local source.
+    """
+    name = spec.name
+    tpl = _resolve_template(template, spec)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+    parts = read_source_tables(spec, source)
+    questions_col = _column(spec, parts, spec.question_field, required=True)
+    answers_col = _column(spec, parts, spec.answer_field, required=True)
+    extra_cols = {
+        key: _column(spec, parts, field, required=True) for key, field in spec.extra_fields
+    }
+    for key, field in spec.optional_extra_fields:
+        col = _column(spec, parts, field, required=False)
+        if col is not None:
+            extra_cols[key] = col
+    strata_cols = [_column(spec, parts, field, required=True) for field in spec.strata]
+    multi = len(parts) > 1
+
+    rows_in = sum(t.num_rows for _, t in parts)
+    stats: dict[str, object] = {
+        "dataset": name,
+        "source": "hub:" + spec.hub_id if source is None else str(source),
+        "rows_in": rows_in,
+    }
+    if multi:
+        stats["rows_in_by_config"] = {c: t.num_rows for c, t in parts}
+    if spec.expected_rows is not None:
+        stats["expected_rows"] = spec.expected_rows
+        if source is None and rows_in != spec.expected_rows:
+            log.warning(
+                "%s: the hub gave %d rows, expected %d (has %s changed?)",
+                _label(spec), rows_in, spec.expected_rows, spec.hub_id,
+            )
+    questions = questions_col.values()
+    idx = [i for i, q in enumerate(questions) if q is not None and str(q).strip()]
+    stats["missing_question_dropped"] = len(questions) - len(idx)
+
+    # 1. Deduplicate on the exact question (prompt) text: first occurrence wins.
+    if spec.dedup_on_question:
+        first: dict[str, int] = {}
+        for i in idx:
+            first.setdefault(questions[i], i)
+        kept = sorted(first.values())
+        stats["duplicates_dropped"] = len(idx) - len(kept)
+        answers_all = answers_col.values(idx)
+        first_answer: dict[str, object] = {}
+        conflicts: set[str] = set()
+        for i, a in zip(idx, answers_all):
+            q = questions[i]
+            if q not in first_answer:
+                first_answer[q] = a
+            elif a != first_answer[q]:
+                conflicts.add(q)
+        stats["dedup_conflicting_answers"] = len(conflicts)
+        idx = kept
+
+    # 2. The ground truth.
+    answers = _ground_truths(spec, answers_col.values(idx))
+    keep = [j for j, a in enumerate(answers) if a]
+    stats["no_answer_dropped"] = len(idx) - len(keep)
+    idx = [idx[j] for j in keep]
+    answers = [answers[j] for j in keep]
+
+    # 3. Stratified subset.
+    if spec.subset_fraction is not None:
+        strata_vals = [col.values(idx) for col in strata_cols]
+        strata = list(zip(*strata_vals)) if strata_vals else [() for _ in idx]
+        chosen = stratified_sample_indices(
+            strata,
+            [questions[i] for i in idx],
+            fraction=spec.subset_fraction,
+            seed=seed,
+        )
+        stats["subset_dropped"] = len(idx) - len(chosen)
+        stats["strata"] = len(set(strata))
+        idx = [idx[j] for j in chosen]
+        answers = [answers[j] for j in chosen]
+
+    # 4. Limit.
+    if limit is not None:
+        stats["limit_dropped"] = max(0, len(idx) - limit)
+        idx, answers = idx[:limit], answers[:limit]
+
+    extras = {key: col.values(idx) for key, col in extra_cols.items()}
+    if multi:
+        offsets = questions_col.offsets
+        where = [bisect.bisect_right(offsets, i) - 1 for i in idx]
+        extras["config"] = [parts[k][0] for k in where]
+        extras["config_index"] = [i - offsets[k] for i, k in zip(idx, where)]
+    rows = [
+        make_row(
+            data_source=spec.data_source,
+            question=questions[i],
+            answer=answer,
+            split=spec.split,
+            index=i,
+            template=tpl,
+            ability="math",
+            extra={key: vals[pos] for key, vals in extras.items()} or None,
+        )
+        for pos, (i, answer) in enumerate(zip(idx, answers))
+    ]
+    frame = rows_to_frame(rows)
+    stats["rows_out"] = len(frame)
+    frame.attrs["load_stats"] = stats
+    log.info("loaded %s: %s", name, json.dumps(stats, default=str))
+    return frame
 
 
 def load_train_dataset(
@@ -446,98 +813,6 @@ def load_train_dataset(
         raise KeyError(
             f"unknown training dataset {name!r}; known: {', '.join(sorted(TRAIN_DATASETS))}"
         )
-    spec = TRAIN_DATASETS[name]
-    tpl = _resolve_template(template, spec)
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-
-    table = read_source_table(spec, source)
-    questions_arr = _require(table, spec.question_field, name)
-    answers_arr = _require(table, spec.answer_field, name)
-    extra_arrs = {key: _require(table, field, name) for key, field in spec.extra_fields}
-    for key, field in spec.optional_extra_fields:
-        arr = _field(table, field, name)
-        if arr is not None:
-            extra_arrs[key] = arr
-    strata_arrs = [_require(table, field, name) for field in spec.strata]
-
-    stats: dict[str, object] = {
-        "dataset": name,
-        "source": "hub:" + spec.hub_id if source is None else str(source),
-        "rows_in": table.num_rows,
-    }
-    questions = questions_arr.to_pylist()
-    idx = [i for i, q in enumerate(questions) if q is not None and str(q).strip()]
-    stats["missing_question_dropped"] = len(questions) - len(idx)
-
-    # 1. Deduplicate on the exact question (prompt) text: first occurrence wins.
-    if spec.dedup_on_question:
-        first: dict[str, int] = {}
-        for i in idx:
-            first.setdefault(questions[i], i)
-        kept = sorted(first.values())
-        stats["duplicates_dropped"] = len(idx) - len(kept)
-        answers_all = _pylist(answers_arr, idx)
-        first_answer: dict[str, object] = {}
-        conflicts: set[str] = set()
-        for i, a in zip(idx, answers_all):
-            q = questions[i]
-            if q not in first_answer:
-                first_answer[q] = a
-            elif a != first_answer[q]:
-                conflicts.add(q)
-        stats["dedup_conflicting_answers"] = len(conflicts)
-        idx = kept
-
-    # 2. The ground truth.
-    raw_answers = _pylist(answers_arr, idx)
-    if spec.answer_from == "last_boxed":
-        answers = [last_boxed(a) if isinstance(a, str) else None for a in raw_answers]
-    elif spec.answer_from == "field":
-        answers = [None if a is None else str(a).strip() for a in raw_answers]
-    else:  # pragma: no cover - a registry error
-        raise ValueError(f"dataset {name!r}: unknown answer_from {spec.answer_from!r}")
-    keep = [j for j, a in enumerate(answers) if a]
-    stats["no_answer_dropped"] = len(idx) - len(keep)
-    idx = [idx[j] for j in keep]
-    answers = [answers[j] for j in keep]
-
-    # 3. Stratified subset.
-    if spec.subset_fraction is not None:
-        strata_vals = [_pylist(arr, idx) for arr in strata_arrs]
-        strata = list(zip(*strata_vals)) if strata_vals else [() for _ in idx]
-        chosen = stratified_sample_indices(
-            strata,
-            [questions[i] for i in idx],
-            fraction=spec.subset_fraction,
-            seed=seed,
-        )
-        stats["subset_dropped"] = len(idx) - len(chosen)
-        stats["strata"] = len(set(strata))
-        idx = [idx[j] for j in chosen]
-        answers = [answers[j] for j in chosen]
-
-    # 4. Limit.
-    if limit is not None:
-        stats["limit_dropped"] = max(0, len(idx) - limit)
-        idx, answers = idx[:limit], answers[:limit]
-
-    extras = {key: _pylist(arr, idx) for key, arr in extra_arrs.items()}
-    rows = [
-        make_row(
-            data_source=spec.data_source,
-            question=questions[i],
-            answer=answer,
-            split=spec.split,
-            index=i,
-            template=tpl,
-            ability="math",
-            extra={key: vals[pos] for key, vals in extras.items()} or None,
-        )
-        for pos, (i, answer) in enumerate(zip(idx, answers))
-    ]
-    frame = rows_to_frame(rows)
-    stats["rows_out"] = len(frame)
-    frame.attrs["load_stats"] = stats
-    log.info("loaded %s: %s", name, json.dumps(stats, default=str))
-    return frame
+    return load_hub_rows(
+        TRAIN_DATASETS[name], source=source, template=template, seed=seed, limit=limit
+    )

@@ -1,0 +1,611 @@
+"""Tests for polarity.evaluation.benchmarks: the registry and the hub benchmark loaders.
+
+The fixtures (tests/fixtures/benchmarks/, written by tests/fixtures/make_benchmark_fixtures.py)
+are in each source's own schema. No test touches the network: the hub code path is exercised
+with ``datasets.load_dataset`` replaced by a local stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+# Before anything imports `datasets` (it reads these at import time): never the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from polarity import reward
+from polarity.data.hub import (
+    ANSWER_RULES,
+    TRAIN_DATASETS,
+    join_answers,
+    load_hub_rows,
+    load_train_dataset,
+)
+from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS
+from polarity.evaluation import benchmarks
+from polarity.evaluation.benchmarks import (
+    BENCHMARKS,
+    HUB_BENCHMARKS,
+    Benchmark,
+    get_benchmark,
+    load_benchmark,
+    prepare_benchmark,
+)
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures" / "benchmarks"
+FIXTURE = {
+    "math-test": FIXTURES / "math_test.parquet",
+    "math500": FIXTURES / "math500.jsonl",
+    "aime24": FIXTURES / "aime24.parquet",
+    "aime25": FIXTURES / "aime25",
+    "amc23": FIXTURES / "amc23.parquet",
+    "minerva": FIXTURES / "minerva.jsonl",
+    "olympiadbench": FIXTURES / "olympiadbench.parquet",
+}
+MATH_TRAIN = HERE / "fixtures" / "hub" / "math_train.parquet"
+
+QWEN_SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+QWEN_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def plain(obj):
+    """Python objects from what pandas/pyarrow hand back (arrays -> lists, numpy scalars)."""
+    if isinstance(obj, np.ndarray):
+        return [plain(x) for x in obj.tolist()]
+    if isinstance(obj, (list, tuple)):
+        return [plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return [plain(r) for r in frame.to_dict("records")]
+
+
+def truths(frame: pd.DataFrame) -> list[str]:
+    return [r["ground_truth"] for r in frame["reward_model"]]
+
+
+def indices(frame: pd.DataFrame) -> list[int]:
+    return [int(e["index"]) for e in frame["extra_info"]]
+
+
+def qwen(question: str) -> list[dict]:
+    return [QWEN_SYSTEM, {"role": "user", "content": question + QWEN_SUFFIX}]
+
+
+def source_rows(name: str) -> list[dict]:
+    """The fixture's raw rows (all configs, in order), in the source's own schema."""
+    path = FIXTURE[name]
+    if path.is_dir():
+        files = [path / "aime2025-I.jsonl", path / "aime2025-II.jsonl"]
+    else:
+        files = [path]
+    rows = []
+    for f in files:
+        if f.suffix == ".parquet":
+            rows += pq.read_table(f).to_pylist()
+        else:
+            rows += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+
+EXPECTED_REGISTRY = {
+    # name: (hub id, configs, split, question, answer, rule, problems)
+    "math-test": ("DigitalLearningGmbH/MATH-lighteval", (None,), "test", "problem", "solution",
+                  "last_boxed", 5000),
+    "math500": ("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer", "field", 500),
+    "aime24": ("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer", "field", 30),
+    "aime25": ("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question",
+               "answer", "field", 30),
+    "amc23": ("math-ai/amc23", (None,), "test", "question", "answer", "field", 40),
+    "minerva": ("math-ai/minervamath", (None,), "test", "question", "answer", "field", 272),
+    "olympiadbench": ("Hothan/OlympiadBench", ("OE_TO_maths_en_COMP",), "train", "question",
+                      "final_answer", "answer_list", 674),
+}
+
+
+def test_registry_entries():
+    assert list(BENCHMARKS) == ["synthetic-arith-test", *EXPECTED_REGISTRY]
+    assert HUB_BENCHMARKS == tuple(EXPECTED_REGISTRY)
+    syn = BENCHMARKS["synthetic-arith-test"]
+    assert (syn.name, syn.source, syn.hub_id, syn.is_hub) == (
+        "synthetic-arith-test", "synthetic", None, False
+    )
+    for name, expected in EXPECTED_REGISTRY.items():
+        b = BENCHMARKS[name]
+        assert b.name == name and b.source == "hub" and b.is_hub and b.description
+        got = (b.hub_id, b.configs, b.split, b.question_field, b.answer_field, b.answer_rule,
+               b.problems)
+        assert got == expected, name
+        assert b.template == "qwen-boxed" and b.template in PROMPT_TEMPLATES
+        assert b.answer_rule in ANSWER_RULES
+        spec = b.hub_spec()
+        assert spec.data_source == name and spec.kind == "benchmark"
+        assert spec.config_names == b.configs and spec.expected_rows == b.problems
+    with pytest.raises(AttributeError):
+        BENCHMARKS["math500"].split = "train"  # frozen
+
+
+def test_registry_rejects_incomplete_hub_entries():
+    with pytest.raises(ValueError, match="hub_id"):
+        Benchmark("x", "d", "hub", configs=(None,), split="test", question_field="q",
+                  answer_field="a", answer_rule="field", template="plain", problems=1)
+    with pytest.raises(ValueError, match="source"):
+        Benchmark("x", "d", "somewhere")
+    bad_rule = Benchmark("x", "d", "hub", hub_id="h", configs=(None,), split="test",
+                         question_field="q", answer_field="a", answer_rule="first_boxed",
+                         template="plain", problems=1)
+    with pytest.raises(ValueError, match="answer_from"):
+        bad_rule.hub_spec()
+
+
+def test_every_hub_benchmark_has_a_fixture_and_loads():
+    assert set(FIXTURE) == set(HUB_BENCHMARKS)
+    for name in HUB_BENCHMARKS:
+        f = load_benchmark(name, source=FIXTURE[name])
+        spec = BENCHMARKS[name]
+        assert list(f.columns) == ROW_COLUMNS, name
+        assert len(f) >= 3, name
+        assert set(f["data_source"]) == {name}
+        assert set(f["ability"]) == {"math"}
+        assert all(isinstance(t, str) and t.strip() for t in truths(f)), name
+        idx = indices(f)
+        assert idx == sorted(idx) and len(set(idx)) == len(idx)
+        for row in records(f):
+            info = row["extra_info"]
+            assert info["split"] == spec.split
+            assert info["answer"] == row["reward_model"]["ground_truth"]
+            assert row["reward_model"]["style"] == "rule"
+            assert row["prompt"] == qwen(info["question"])
+        stats = f.attrs["load_stats"]
+        assert stats["dataset"] == name and stats["rows_out"] == len(f)
+        assert stats["expected_rows"] == spec.problems
+        assert stats["rows_in"] == len(source_rows(name))
+
+
+# --------------------------------------------------------------------------------------------
+# Exact rows, per benchmark (hand-checked against make_benchmark_fixtures.py)
+
+
+def test_math_test_rows():
+    f = load_benchmark("math-test", source=FIXTURE["math-test"])
+    # Row 2 has no \boxed{}; row 3 boxes a wrong guess first, the last box wins.
+    assert indices(f) == [0, 1, 3, 4]
+    assert truths(f) == [r"\frac{1}{2}", "6", "(3, -2)", r"5\sqrt{2}"]
+    assert f.attrs["load_stats"]["no_answer_dropped"] == 1
+    row = records(f)[0]
+    q = "If $x = 2$ and $y = 4$, what is the value of $\\frac{x}{y}$?"
+    assert row == {
+        "data_source": "math-test",
+        "prompt": qwen(q),
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": r"\frac{1}{2}"},
+        "extra_info": {
+            "split": "test",
+            "index": 0,
+            "question": q,
+            "answer": r"\frac{1}{2}",
+            "level": "Level 1",
+            "type": "Algebra",
+        },
+    }
+    assert [r["extra_info"]["type"] for r in records(f)] == [
+        "Algebra", "Number Theory", "Algebra", "Prealgebra"
+    ]
+
+
+def test_math500_rows():
+    f = load_benchmark("math500", source=FIXTURE["math500"])
+    assert indices(f) == [0, 1, 3]  # row 2's answer is empty
+    assert truths(f) == [r"\left( 5, \frac{\pi}{2} \right)", "7", r"\text{Sunday}"]
+    assert f.attrs["load_stats"]["no_answer_dropped"] == 1
+    info = records(f)[2]["extra_info"]
+    assert info == {
+        "split": "test",
+        "index": 3,
+        "question": "What day of the week is it $40$ days after a Tuesday?",
+        "answer": r"\text{Sunday}",
+        "subject": "Number Theory",
+        "level": 2,
+        "unique_id": "test/number_theory/404.json",
+    }
+
+
+def test_math500_without_optional_fields(tmp_path):
+    rows = [{"problem": r["problem"], "answer": r["answer"]} for r in source_rows("math500")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    f = load_benchmark("math500", source=tmp_path / "m.jsonl")
+    assert truths(f) == truths(load_benchmark("math500", source=FIXTURE["math500"]))
+    assert set(records(f)[0]["extra_info"]) == {"split", "index", "question", "answer"}
+
+
+def test_aime24_integer_answers_become_text(tmp_path):
+    assert pq.read_table(FIXTURE["aime24"]).schema.field("answer").type == pa.int64()
+    f = load_benchmark("aime24", source=FIXTURE["aime24"])
+    assert truths(f) == ["16", "33", "376"]
+    rows = records(f)
+    assert [r["extra_info"]["id"] for r in rows] == [60, 61, 75]
+    assert rows[1]["extra_info"]["split"] == "train" and rows[1]["extra_info"]["index"] == 1
+    assert rows[1]["extra_info"]["url"].endswith("2024_AIME_I_Problems/Problem_2")
+    # The same rows with string answers (as a newer hub revision stores them) load the same.
+    as_text = [{**r, "answer": str(r["answer"])} for r in source_rows("aime24")]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in as_text))
+    assert records(load_benchmark("aime24", source=tmp_path / "a.jsonl")) == rows
+
+
+def test_amc23_float_answers(tmp_path):
+    assert pq.read_table(FIXTURE["amc23"]).schema.field("answer").type == pa.float64()
+    f = load_benchmark("amc23", source=FIXTURE["amc23"])
+    assert truths(f) == ["27", "36", "45", "8"]  # 27.0 -> "27"
+    assert [r["extra_info"]["id"] for r in records(f)] == [0, 1, 2, 3]
+    rows = source_rows("amc23")
+    rows[0]["answer"], rows[1]["answer"], rows[2]["answer"] = 2.5, float("nan"), None
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "amc.parquet")
+    g = load_benchmark("amc23", source=tmp_path / "amc.parquet")
+    assert truths(g) == ["2.5", "8"]
+    assert g.attrs["load_stats"]["no_answer_dropped"] == 2
+
+
+def test_minerva_rows():
+    f = load_benchmark("minerva", source=FIXTURE["minerva"])
+    assert truths(f) == ["1.6", "315", "4.0e-19", "3 e^{-2 t}"]
+    assert indices(f) == [0, 1, 2, 3]
+    assert set(records(f)[0]["extra_info"]) == {"split", "index", "question", "answer"}
+
+
+def test_olympiadbench_rows_and_multi_answer():
+    f = load_benchmark("olympiadbench", source=FIXTURE["olympiadbench"])
+    assert indices(f) == [0, 1, 2, 4]  # row 3's final_answer is an empty list
+    assert truths(f) == [r"\frac{1}{2}", "3, 5", "(2,3)", r"\sqrt{10}"]
+    assert f.attrs["load_stats"]["no_answer_dropped"] == 1
+    row = records(f)[1]
+    q = "Find all positive integers $n$ such that $n^2 - 8n + 15 = 0$."
+    assert row["prompt"] == qwen(q)
+    assert row["extra_info"] == {
+        "split": "train",
+        "index": 1,
+        "question": q,
+        "answer": "3, 5",
+        "id": 1611,
+        "final_answer": ["$3$", "$5$"],
+        "answer_type": "Numerical",
+        "is_multiple_answer": True,
+        "unit": None,
+        "subfield": "Number Theory",
+    }
+    assert [r["extra_info"]["id"] for r in records(f)] == [1606, 1611, 1620, 2750]
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (["$\\frac{1}{2}$"], r"\frac{1}{2}"),
+        (["$3$", "$5$"], "3, 5"),
+        ([" $(2,3)$ ", "$(3,2)$"], "(2,3), (3,2)"),
+        (["$$x^2$$"], "x^2"),
+        ([r"\(n-1\)"], "n-1"),
+        ([r"\[2^{n}\]"], "2^{n}"),
+        (["7"], "7"),
+        (["$x=1$ or $x=2$"], "$x=1$ or $x=2$"),  # several math spans: kept whole
+        (["", "$4$", "$ $"], "4"),
+        ("$5$", "5"),  # a bare string is a one-answer list
+        ([], None),
+        (["", "$$"], None),
+        (None, None),
+    ],
+)
+def test_join_answers(values, expected):
+    assert join_answers(values) == expected
+
+
+def test_multi_answer_ground_truth_is_checked_as_a_set():
+    # The joined ground truth accepts every order of all the answers, not a part of them.
+    assert reward.score("So $n \\in \\{3, 5\\}$: \\boxed{3, 5}", "3, 5") == 1.0
+    assert reward.score("\\boxed{5, 3}", "3, 5") == 1.0
+    assert reward.score("\\boxed{3}", "3, 5") == 0.0
+    assert reward.score("\\boxed{3, 5, 7}", "3, 5") == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# AIME 2025: two configs
+
+
+def test_aime25_concatenates_configs_in_order():
+    f = load_benchmark("aime25", source=FIXTURE["aime25"])
+    assert truths(f) == ["49", "15", "7", "120", "587", "023"]
+    assert indices(f) == [0, 1, 2, 3, 4, 5]  # continues across the configs
+    infos = [r["extra_info"] for r in records(f)]
+    assert [(e["config"], e["config_index"]) for e in infos] == [
+        ("AIME2025-I", 0), ("AIME2025-I", 1), ("AIME2025-I", 2),
+        ("AIME2025-II", 0), ("AIME2025-II", 1), ("AIME2025-II", 2),
+    ]
+    assert infos[3]["question"].startswith("Find the number of subsets")
+    stats = f.attrs["load_stats"]
+    assert stats["rows_in_by_config"] == {"AIME2025-I": 3, "AIME2025-II": 3}
+    # limit counts across the concatenation
+    g = load_benchmark("aime25", source=FIXTURE["aime25"], limit=4)
+    assert [e["config"] for e in g["extra_info"]] == ["AIME2025-I"] * 3 + ["AIME2025-II"]
+
+
+def test_aime25_local_layouts_agree(tmp_path):
+    expected = records(load_benchmark("aime25", source=FIXTURE["aime25"]))
+    # Sub-directories named for the configs, parquet files named for the split inside.
+    sub = tmp_path / "sub"
+    for config, fname in (("AIME2025-I", "aime2025-I.jsonl"), ("AIME2025-II", "aime2025-II.jsonl")):
+        rows = [json.loads(x) for x in (FIXTURE["aime25"] / fname).read_text().splitlines()]
+        (sub / config).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), sub / config / "test-00000-of-00001.parquet")
+    assert records(load_benchmark("aime25", source=sub)) == expected
+    # Files named exactly for the configs, other files beside them ignored; string path.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(FIXTURE["aime25"] / "aime2025-I.jsonl", flat / "AIME2025-I.jsonl")
+    shutil.copy(FIXTURE["aime25"] / "aime2025-II.jsonl", flat / "AIME2025-II.jsonl")
+    (flat / "README.md").write_text("AIME 2025\n")
+    assert records(load_benchmark("aime25", source=str(flat))) == expected
+
+
+def test_aime25_configs_with_different_answer_types(tmp_path):
+    # One config's answers as integers, the other's as strings: still one benchmark.
+    d = tmp_path / "mixed"
+    d.mkdir()
+    first = FIXTURE["aime25"] / "aime2025-I.jsonl"
+    rows = [json.loads(x) for x in first.read_text().splitlines()]
+    pq.write_table(
+        pa.Table.from_pylist([{**r, "answer": int(r["answer"])} for r in rows]),
+        d / "AIME2025-I.parquet",
+    )
+    shutil.copy(FIXTURE["aime25"] / "aime2025-II.jsonl", d / "aime2025-II.jsonl")
+    assert truths(load_benchmark("aime25", source=d)) == ["49", "15", "7", "120", "587", "023"]
+
+
+def test_aime25_bad_local_layouts(tmp_path):
+    with pytest.raises(ValueError, match=r"'aime25'.*directory"):
+        load_benchmark("aime25", source=FIXTURE["aime25"] / "aime2025-I.jsonl")
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(FIXTURE["aime25"] / "aime2025-I.jsonl", half / "aime2025-I.jsonl")
+    with pytest.raises(ValueError, match=r"'aime25'.*no entry for config 'AIME2025-II'"):
+        load_benchmark("aime25", source=half)
+    twice = tmp_path / "twice"
+    shutil.copytree(FIXTURE["aime25"], twice)
+    shutil.copy(twice / "aime2025-I.jsonl", twice / "AIME2025-I.parquet.jsonl")  # not a match
+    pq.write_table(pa.Table.from_pylist([{"question": "q", "answer": "1"}]),
+                   twice / "AIME2025-I.parquet")
+    with pytest.raises(ValueError, match=r"2 entries .* for config 'AIME2025-I'"):
+        load_benchmark("aime25", source=twice)
+    with pytest.raises(FileNotFoundError, match="aime25"):
+        load_benchmark("aime25", source=tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------------------------
+# The hub code path (a stand-in for datasets.load_dataset)
+
+
+def _fake_hub(monkeypatch, tables: dict):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, *, split=None, **kw):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list(tables[(path, name, split)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    return calls
+
+
+def test_hub_path_single_config(monkeypatch, caplog):
+    calls = _fake_hub(monkeypatch, {
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"): source_rows("olympiadbench"),
+        ("DigitalLearningGmbH/MATH-lighteval", None, "test"): source_rows("math-test"),
+    })
+    with caplog.at_level(logging.WARNING, logger="polarity.data.hub"):
+        f = load_benchmark("olympiadbench")
+    assert calls == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train")]
+    assert records(f) == records(load_benchmark("olympiadbench", source=FIXTURE["olympiadbench"]))
+    assert f.attrs["load_stats"]["source"] == "hub:Hothan/OlympiadBench"
+    # 5 rows where the full split has 674: the loader says so.
+    assert "gave 5 rows, expected 674" in caplog.text
+    g = load_benchmark("math-test", limit=2)
+    assert calls[-1] == ("DigitalLearningGmbH/MATH-lighteval", None, "test")
+    assert truths(g) == [r"\frac{1}{2}", "6"]
+
+
+def test_hub_path_two_configs(monkeypatch):
+    def jsonl(name):
+        return [json.loads(x) for x in (FIXTURE["aime25"] / name).read_text().splitlines()]
+
+    calls = _fake_hub(monkeypatch, {
+        ("opencompass/AIME2025", "AIME2025-I", "test"): jsonl("aime2025-I.jsonl"),
+        ("opencompass/AIME2025", "AIME2025-II", "test"): jsonl("aime2025-II.jsonl"),
+    })
+    f = load_benchmark("aime25")
+    assert calls == [
+        ("opencompass/AIME2025", "AIME2025-I", "test"),
+        ("opencompass/AIME2025", "AIME2025-II", "test"),
+    ]
+    assert records(f) == records(load_benchmark("aime25", source=FIXTURE["aime25"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Options and errors
+
+
+def test_template_override():
+    plain_rows = records(load_benchmark("minerva", source=FIXTURE["minerva"], template="plain"))
+    q = plain_rows[1]["extra_info"]["question"]
+    assert plain_rows[1]["prompt"] == [{"role": "user", "content": q}]
+    verl = records(load_benchmark("aime25", source=FIXTURE["aime25"], template="verl-math"))
+    q = verl[0]["extra_info"]["question"]
+    assert verl[0]["prompt"] == [
+        {
+            "role": "user",
+            "content": q
+            + " Let's think step by step and output the final answer within \\boxed{}.",
+        }
+    ]
+    # Only the prompt changes.
+    default = records(load_benchmark("aime25", source=FIXTURE["aime25"]))
+    assert [{k: v for k, v in r.items() if k != "prompt"} for r in verl] == [
+        {k: v for k, v in r.items() if k != "prompt"} for r in default
+    ]
+    with pytest.raises(KeyError, match="qwen-boxed"):
+        load_benchmark("minerva", source=FIXTURE["minerva"], template="nope")
+
+
+def test_limit():
+    f = load_benchmark("olympiadbench", source=FIXTURE["olympiadbench"], limit=3)
+    assert indices(f) == [0, 1, 2]
+    assert f.attrs["load_stats"]["limit_dropped"] == 1
+    assert len(load_benchmark("math500", source=FIXTURE["math500"], limit=10)) == 3
+    empty = load_benchmark("amc23", source=FIXTURE["amc23"], limit=0)
+    assert len(empty) == 0 and list(empty.columns) == ROW_COLUMNS
+    with pytest.raises(ValueError, match="limit"):
+        load_benchmark("amc23", source=FIXTURE["amc23"], limit=-1)
+
+
+def test_unknown_benchmark_lists_known_names():
+    with pytest.raises(KeyError) as err:
+        load_benchmark("gsm8k", source=FIXTURE["minerva"])
+    msg = str(err.value)
+    assert "gsm8k" in msg
+    for name in BENCHMARKS:
+        assert name in msg
+    with pytest.raises(KeyError, match="aime24"):
+        get_benchmark("aime2024")
+    with pytest.raises(KeyError, match="math500"):
+        prepare_benchmark("nope", "/nonexistent/x.parquet")
+
+
+def test_synthetic_benchmark_has_no_loader():
+    with pytest.raises(ValueError, match=r"'synthetic-arith-test'.*synthetic data stage"):
+        load_benchmark("synthetic-arith-test")
+
+
+def _drop_field(name: str, field: str, tmp_path: Path) -> Path:
+    rows = [{k: v for k, v in r.items() if k != field} for r in source_rows(name)]
+    out = tmp_path / f"{name}.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED_REGISTRY if n != "aime25"])
+@pytest.mark.parametrize("which", ["question", "answer"])
+def test_missing_required_field(tmp_path, name, which):
+    b = BENCHMARKS[name]
+    field = b.question_field if which == "question" else b.answer_field
+    src = _drop_field(name, field, tmp_path)
+    with pytest.raises(ValueError, match=rf"benchmark '{name}'.*required field '{field}'"):
+        load_benchmark(name, source=src)
+
+
+def test_missing_required_extra_fields(tmp_path):
+    with pytest.raises(ValueError, match=r"'math-test'.*'level'"):
+        load_benchmark("math-test", source=_drop_field("math-test", "level", tmp_path))
+    with pytest.raises(ValueError, match=r"'olympiadbench'.*'id'"):
+        load_benchmark("olympiadbench", source=_drop_field("olympiadbench", "id", tmp_path))
+
+
+def test_missing_field_in_one_config(tmp_path):
+    d = tmp_path / "aime25"
+    shutil.copytree(FIXTURE["aime25"], d)
+    rows = [json.loads(x) for x in (d / "aime2025-II.jsonl").read_text().splitlines()]
+    (d / "aime2025-II.jsonl").write_text(
+        "".join(json.dumps({"problem": r["question"], "answer": r["answer"]}) + "\n" for r in rows)
+    )
+    with pytest.raises(
+        ValueError, match=r"benchmark 'aime25'.*'question' \(config 'AIME2025-II'\)"
+    ):
+        load_benchmark("aime25", source=d)
+
+
+# --------------------------------------------------------------------------------------------
+# prepare_benchmark, and one loader core for training sets and benchmarks
+
+
+def test_prepare_benchmark_writes_parquet(tmp_path):
+    out = tmp_path / "data" / "olympiadbench.parquet"
+    f = prepare_benchmark("olympiadbench", out, source=FIXTURE["olympiadbench"], limit=3)
+    assert out.exists() and not (out.parent / (out.name + ".tmp")).exists()
+    back = pd.read_parquet(out)
+    assert list(back.columns) == ROW_COLUMNS
+    assert records(back) == records(f)
+    assert truths(back) == [r"\frac{1}{2}", "3, 5", "(2,3)"]
+    g = prepare_benchmark("aime25", str(tmp_path / "aime25.parquet"), source=FIXTURE["aime25"],
+                          template="plain")
+    assert records(pd.read_parquet(tmp_path / "aime25.parquet")) == records(g)
+    first = records(g)[0]
+    assert first["prompt"] == [{"role": "user", "content": first["extra_info"]["question"]}]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_REGISTRY))
+def test_parquet_round_trip(tmp_path, name):
+    f = load_benchmark(name, source=FIXTURE[name])
+    out = tmp_path / f"{name}.parquet"
+    prepare_benchmark(name, out, source=FIXTURE[name])
+    assert records(pd.read_parquet(out)) == records(f)
+
+
+def test_benchmarks_and_training_sets_share_the_loader():
+    # MATH test and MATH train have one schema: the same file gives the same rows but for the
+    # name and the split, through load_benchmark and load_train_dataset alike.
+    bench = records(load_benchmark("math-test", source=MATH_TRAIN))
+    train = records(load_train_dataset("math", source=MATH_TRAIN, template="qwen-boxed"))
+    assert len(bench) == len(train) == 32
+    for b, t in zip(bench, train):
+        assert b["data_source"] == "math-test" and t["data_source"] == "math"
+        assert b["extra_info"]["split"] == "test" and t["extra_info"]["split"] == "train"
+        assert b["prompt"] == t["prompt"] and b["reward_model"] == t["reward_model"]
+        assert {**b["extra_info"], "split": "train"} == t["extra_info"]
+    spec = BENCHMARKS["minerva"].hub_spec()
+    direct = load_hub_rows(spec, source=FIXTURE["minerva"])
+    assert records(direct) == records(load_benchmark("minerva", source=FIXTURE["minerva"]))
+    assert TRAIN_DATASETS["math"].kind == "dataset"
+
+
+# --------------------------------------------------------------------------------------------
+# The ground truths are checkable by math-verify
+
+
+def _all_fixture_truths() -> list[tuple[str, str]]:
+    return [
+        (name, gt)
+        for name in EXPECTED_REGISTRY
+        for gt in truths(load_benchmark(name, source=FIXTURE[name]))
+    ]
+
+
+@pytest.mark.parametrize("name, ground_truth", _all_fixture_truths())
+def test_ground_truth_is_checkable(name, ground_truth):
+    response = "Working through the problem carefully, the answer is \\boxed{" + ground_truth + "}."
+    assert reward.score(response, ground_truth) == 1.0
+
+
+def test_module_exports():
+    for name in ("BENCHMARKS", "Benchmark", "load_benchmark", "prepare_benchmark"):
+        assert name in benchmarks.__all__
