@@ -131,8 +131,14 @@ def make_fake_results(
     benchmarks=DEFAULT_BENCHMARKS,
     model: str = "tiny",
     warmup: bool = True,
+    base: bool = True,
+    answers: bool = True,
 ) -> Path:
-    """Write a fake results directory (training logs, eval samples incl. base, warm-up)."""
+    """Write a fake results directory (training logs, eval samples incl. base, warm-up).
+
+    ``base=False`` leaves the base model's evaluation out; ``answers=False`` writes sample files
+    without the ``answer`` column (as older evaluations did), so maj@n cannot be computed.
+    """
     root = Path(root)
     for algo in algorithms:
         for seed in seeds:
@@ -140,13 +146,16 @@ def make_fake_results(
             run.mkdir(parents=True, exist_ok=True)
             (run / "metrics.jsonl").write_text(
                 "".join(json.dumps(r) + "\n" for r in training_rows(algo, seed, steps, n)))
-    for algo, algo_seeds in [("base", (0,)), *((a, seeds) for a in algorithms)]:
+    evaluated = [("base", (0,))] if base else []
+    for algo, algo_seeds in [*evaluated, *((a, seeds) for a in algorithms)]:
         for seed in algo_seeds:
             folder = root / "eval" / model / algo / f"seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             for bench in benchmarks:
-                eval_frame(algo, seed, bench, n, problems).to_parquet(folder / f"{bench}.parquet",
-                                                                      index=False)
+                frame = eval_frame(algo, seed, bench, n, problems)
+                if not answers:
+                    frame = frame.drop(columns="answer")
+                frame.to_parquet(folder / f"{bench}.parquet", index=False)
     if warmup:
         folder = root / "models" / model
         folder.mkdir(parents=True, exist_ok=True)
