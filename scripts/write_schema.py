@@ -1,7 +1,8 @@
 """Regenerate the registry-derived parts of workflow/schemas/config.schema.yaml.
 
-The algorithm names and per-algorithm parameters in the schema come from
-polarity.algorithms.ALGORITHMS; tests/test_config.py fails when they drift apart.
+The algorithm names and per-algorithm parameters come from polarity.algorithms.ALGORITHMS, the
+benchmark names from polarity.evaluation.benchmarks.BENCHMARKS and the prompt templates from
+polarity.data.rows.PROMPT_TEMPLATES; tests/test_config.py fails when they drift apart.
 Usage: python scripts/write_schema.py
 """
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import yaml
 
 from polarity.algorithms import ALGORITHMS, params_schema
+from polarity.data.rows import PROMPT_TEMPLATES
+from polarity.evaluation.benchmarks import BENCHMARKS
 
 PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -27,6 +30,9 @@ def main() -> None:
         "per-algorithm hyperparameters; generated from the registry by scripts/write_schema.py"
     )
     schema["properties"]["algorithm_params"] = params
+    evaluate = schema["properties"]["evaluate"]["properties"]
+    evaluate["benchmarks"]["items"]["enum"] = list(BENCHMARKS)
+    evaluate["template"]["enum"] = [*PROMPT_TEMPLATES, None]
     PATH.write_text(yaml.dump(schema, Dumper=_Dumper, sort_keys=False, width=100,
                               default_flow_style=None))
 

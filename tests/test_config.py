@@ -87,3 +87,23 @@ def test_schema_defaults_match_settings_dataclass():
     for name, spec in props.items():
         assert getattr(defaults, name) == spec["default"], name
     assert SCHEMA_PATH.exists()
+
+
+def test_schema_benchmarks_and_templates_match_the_registries():
+    from polarity.data.rows import PROMPT_TEMPLATES
+    from polarity.evaluation.benchmarks import BENCHMARKS
+
+    evaluate = load_schema()["properties"]["evaluate"]["properties"]
+    assert evaluate["benchmarks"]["items"]["enum"] == list(BENCHMARKS)
+    assert evaluate["template"]["enum"] == [*PROMPT_TEMPLATES, None]
+
+
+def test_schema_evaluate_defaults_match_settings_dataclass():
+    from dataclasses import fields
+
+    from polarity.config import EvalSettings
+
+    props = load_schema()["properties"]["evaluate"]["properties"]
+    defaults = EvalSettings()
+    for f in fields(EvalSettings):
+        assert props[f.name]["default"] == getattr(defaults, f.name), f.name

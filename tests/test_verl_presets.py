@@ -22,13 +22,21 @@ from .test_workflow import snakemake  # noqa: E402
 from .verl_helpers import load_study, study_config  # noqa: E402
 
 PRESETS = {
+    # 18 runs + 3 base models = 21 policies x 3 benchmarks, one shard each
     "a3po": {"link_model": 3, "prepare_hub_train": 1, "train_verl": 18, "merge_verl": 18,
-             "report_training": 1},
+             "prepare_benchmark": 3, "evaluate_shard": 63, "gather_evaluation": 63,
+             "report_training": 1, "report_evaluation": 1},
+    # 10 runs + 2 base models = 12 policies x 5 benchmarks x 8 shards (n = 256, pass@k to 256)
     "negative-reinforcement": {"link_model": 2, "prepare_hub_train": 1, "train_verl": 10,
-                               "merge_verl": 10, "report_training": 1},
+                               "merge_verl": 10, "prepare_benchmark": 5, "evaluate_shard": 480,
+                               "gather_evaluation": 60, "report_training": 1,
+                               "report_evaluation": 1},
     "model-size": {"link_model": 3, "prepare_hub_train": 1, "train_verl": 9, "merge_verl": 9,
-                   "report_training": 1},
-    "popo": {"link_model": 1, "prepare_hub_train": 1, "train_local": 2, "report_training": 1},
+                   "prepare_benchmark": 1, "evaluate_shard": 12, "gather_evaluation": 12,
+                   "report_training": 1, "report_evaluation": 1},
+    "popo": {"link_model": 1, "prepare_hub_train": 1, "train_local": 2, "prepare_benchmark": 1,
+             "evaluate_shard": 3, "gather_evaluation": 3, "report_training": 1,
+             "report_evaluation": 1},
 }
 SNAPSHOTS = REPO / "tests" / "snapshots" / "verl"
 
@@ -73,6 +81,22 @@ def test_preset_dry_runs_to_the_expected_jobs(preset, tmp_path):
     counts.pop("all", None)
     counts.pop("total", None)
     assert counts == PRESETS[preset]
+
+
+def test_negative_reinforcement_evaluation_is_sharded_at_n_256(tmp_path):
+    """n = 256 samples, pass@k up to k = 256: 8 shard jobs per (policy, benchmark)."""
+    text = snakemake(tmp_path, "-n", "-p",
+                     configfile=REPO / "presets" / "negative-reinforcement.yaml").stdout
+    for policy in ("qwen25-math-7b/base/seed0", "qwen3-4b/nsr/seed0"):
+        for bench in ("math500", "aime24", "amc23", "minerva", "olympiadbench"):
+            for i in range(8):
+                assert f"eval/{policy}/{bench}/shard{i}-of-8.parquet" in text
+    assert "shard8-of-8" not in text
+    assert '"samples": 256' in text
+    assert "--shards 8" in text
+    from polarity.metrics import k_values
+
+    assert k_values(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 @pytest.mark.parametrize("preset", sorted(p for p in PRESETS if p != "popo"))

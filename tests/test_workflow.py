@@ -43,7 +43,7 @@ def test_default_study_dag(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts["train_local"] == 8  # every algorithm in config.yaml, one seed
-    assert counts["evaluate"] == 9  # the eight policies and the base model
+    assert counts["evaluate_shard"] == counts["gather_evaluation"] == 9  # 8 policies + base
     assert counts["make_tiny_model"] == 1
     assert counts["report_training"] == counts["report_evaluation"] == 1
 
@@ -68,9 +68,31 @@ def test_invalid_config_fails_before_any_job(tmp_path, bad, key):
 
 @pytest.mark.slow
 def test_end_to_end_small_study(tmp_path):
-    """Every stage for real on a small config: data, tiny model, 3 algorithms, eval, reports."""
-    snakemake(tmp_path, "--cores", "2", configfile=E2E_CONFIG)
+    """Every stage for real on a small config: data, tiny model, 3 algorithms, eval, reports.
+
+    The evaluation also runs a hub benchmark (MATH-500, from its local fixture) in 2 shards;
+    one shard is made first, as if the workflow had been killed after it, and is not redone.
+    """
+    import yaml
+
+    config = yaml.safe_load(E2E_CONFIG.read_text())
+    config["evaluate"].update(
+        benchmarks=["synthetic-arith-test", "math500"], shards=2,
+        sources={"math500": str(REPO / "tests" / "fixtures" / "benchmarks" / "math500.jsonl")},
+    )
+    config_path = tmp_path / "e2e.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     R = tmp_path / "results" / "e2e"
+    first_shard = R / "eval" / "tiny" / "base" / "seed0" / "math500" / "shard0-of-2.parquet"
+    snakemake(tmp_path, "--cores", "2", str(first_shard.relative_to(tmp_path)), configfile=config_path)
+    assert first_shard.exists()
+    snakemake(tmp_path, "--cores", "2", configfile=config_path)
+    shard_log = R / "logs" / "evaluate" / "tiny" / "base" / "seed0" / "math500" / "shard0.log"
+    assert shard_log.read_text().count("shard 1/2") == 1  # ran once, never redone
+    assert not first_shard.exists()  # a temp() file, removed once gathered
+    math500 = pd.read_parquet(R / "eval" / "tiny" / "grpo" / "seed0" / "math500.parquet")
+    fixture_rows = len(pd.read_parquet(R / "data" / "math500.parquet"))
+    assert math500["problem_id"].tolist() == [p for p in range(fixture_rows) for _ in range(4)]
     warmup = json.loads((R / "models" / "tiny" / "warmup.json").read_text())
     assert warmup["warmup_steps"] >= 1 and 0.0 <= warmup["validation_accuracy"] <= 1.0
     for algorithm in ("grpo", "a3po", "popo"):
@@ -89,5 +111,5 @@ def test_end_to_end_small_study(tmp_path):
         assert "data:image/png;base64" in html
 
     # nothing left to do: a second run is a no-op
-    again = snakemake(tmp_path, "-n", "--cores", "2", configfile=E2E_CONFIG)
+    again = snakemake(tmp_path, "-n", "--cores", "2", configfile=config_path)
     assert "Nothing to be done" in again.stdout + again.stderr

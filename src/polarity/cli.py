@@ -41,6 +41,14 @@ def cmd_data_hub(args) -> None:
     _log(f"{args.name}: {len(frame)} rows -> {args.out}")
 
 
+def cmd_data_benchmark(args) -> None:
+    from .evaluation.benchmarks import prepare_benchmark
+
+    frame = prepare_benchmark(args.name, args.out, source=args.source, template=args.template,
+                              limit=args.limit)
+    _log(f"{args.name}: {len(frame)} problems -> {args.out}")
+
+
 def cmd_model_tiny(args) -> None:
     import pandas as pd
     import torch
@@ -104,7 +112,14 @@ def cmd_evaluate(args) -> None:
     from .evaluation.evaluate import evaluate
 
     evaluate(resolve_model(args.policy), args.data, EvalSettings.from_dict(args.settings),
-             args.out, log=_log)
+             args.out, shard=args.shard, shards=args.shards, state_path=args.state, log=_log)
+
+
+def cmd_eval_gather(args) -> None:
+    from .evaluation.evaluate import gather_shards
+
+    out = gather_shards(args.shards, args.out)
+    _log(f"{len(args.shards)} shards, {len(out)} rows -> {args.out}")
 
 
 def cmd_report(args) -> None:
@@ -150,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_hub)
+
+    p = sub.add_parser("data-benchmark", help="normalize a hub benchmark to verl's parquet format")
+    p.add_argument("--name", required=True)
+    p.add_argument("--source", default=None, help="local copy in the source schema (default: the hub)")
+    p.add_argument("--template", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_benchmark)
 
     p = sub.add_parser("model-tiny", help="make the tiny base model locally (tokenizer, Qwen2, warm-up)")
     p.add_argument("--warmup", required=True)
@@ -199,12 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_verl_merge)
 
-    p = sub.add_parser("evaluate", help="sample and score one policy on one benchmark")
+    p = sub.add_parser("evaluate", help="sample and score one policy on one shard of a benchmark")
     p.add_argument("--policy", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--shard", type=int, default=0, help="0-based shard index")
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--state", default=None,
+                   help="where sampled responses wait to be scored (resume after a kill)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("eval-gather", help="concatenate a benchmark's evaluation shards")
+    p.add_argument("--out", required=True)
+    p.add_argument("shards", nargs="+")
+    p.set_defaults(func=cmd_eval_gather)
 
     p = sub.add_parser("report", help="execute a report notebook with papermill and render HTML")
     p.add_argument("--notebook", required=True)

@@ -64,6 +64,9 @@ class EvalSettings:
     threads: int = 1
     seed: int = 0
     tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    score_workers: int = 0  # reward worker processes; 0 = one per core of the job
+    score_timeout: float = 5.0  # hard per-item scoring limit, seconds
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EvalSettings":

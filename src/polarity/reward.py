@@ -52,13 +52,15 @@ DEFAULT_TIMEOUT = 5.0
 
 REASONS = ("correct", "wrong", "no_answer", "parse_failure", "timeout")
 
-# Test hook: a worker started while this environment variable is set hangs (sleeps forever,
-# ignoring SIGTERM) on any response equal to its value, to test the kill path deterministically.
+# Test hooks: a worker started while one of these environment variables is set hangs (sleeps
+# forever, ignoring SIGTERM) on any response equal to its value, to test the kill paths
+# deterministically: inside an announced call (like a hung sympy call) or silently.
 _HANG_ENV = "POLARITY_REWARD_TEST_HANG"
+_HANG_SILENT_ENV = "POLARITY_REWARD_TEST_HANG_SILENT"
 
 _STARTUP_TIMEOUT = 120.0  # seconds a fresh worker may take to import math_verify
 _MAX_STARTUP_FAILURES = 3  # consecutive worker start failures before giving up on a batch
-_MAX_CHUNK = 16  # items sent to a worker per message (the deadline stays per item)
+_MAX_CHUNK = 32  # items sent to a worker per message (the deadline stays per item)
 
 
 @dataclass(frozen=True)
@@ -169,26 +171,231 @@ def _as_text(value: object) -> str:
 # Worker side (runs in the child process; imports only stdlib + math_verify)
 # --------------------------------------------------------------------------------------------
 
+_MEMO_LIMIT = 200_000  # memo entries per worker before both memos are cleared
 
-def _make_evaluator():
-    """Import math_verify and return ``evaluate(gold, response) -> (correct, reason, answer)``."""
+
+class _BoxedEnvPattern:
+    """math-verify's boxed-in-math-environment regex, scanned from where a match can start.
+
+    Every alternative of ``make_latex_env_pattern("first_", context="boxed")`` is an opener
+    (``$$``, ``\\[``, ``$``, ``\\(``, whitespace + ``[``) followed by content containing
+    ``\\boxed{`` that cannot contain a ``$$`` (display dollars), a ``\\]`` (display brackets) or
+    a newline (the three inline forms). Let ``b`` be the first ``\\boxed{``; a match contains
+    some ``\\boxed{`` at or after ``b``. A display-dollar match then starts at or after
+    ``rfind("$$", 0, b) - 1`` (or ``b - 1`` when there is no ``$$`` before ``b``: its opener
+    must come later); a display-bracket match at or after ``rfind("\\]", 0, b) - 1`` (its
+    opener is ``\\[``, so without a ``\\]`` before ``b`` it may start anywhere); an inline
+    match at or after ``rfind("\\n", 0, b)``. No match starts before the least of the three, and without
+    ``\\boxed{`` there is no match at all. ``finditer(text, pos)`` still sees the
+    characters before ``pos`` for the lookbehinds, so the matches are exactly the full scan's
+    (tests compare the two on the benchmark's and the fuzzers' strings). Chain-of-thought text
+    has a newline shortly before its boxed answer, so this skips almost the whole response:
+    the one regex that otherwise dominates scoring time.
+    """
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern) -> None:
+        self.pattern = pattern
+
+    def finditer(self, text: str):
+        b = text.find("\\boxed{")
+        if b < 0:
+            return iter(())
+        dollars = text.rfind("$$", 0, b)
+        brackets = text.rfind("\\]", 0, b)
+        start = min(
+            dollars - 1 if dollars >= 0 else b - 1,
+            brackets - 1,  # -2 when absent: the opener may be anywhere before b
+            text.rfind("\n", 0, b),
+        )
+        return self.pattern.finditer(text, max(0, start))
+
+
+class _AnswerAnchor:
+    """Position of the first case-insensitive ``answer`` in a text, shared by the patterns.
+
+    Uses the same ``(?i:answer)`` sub-pattern as math-verify's anchored regexes, so it finds
+    exactly the positions they can anchor on; remembers the last text (the patterns of one
+    ``extract_target_from_pred`` call scan the same string one after another).
+    """
+
+    _ANSWER = re.compile("(?i:answer)", re.DOTALL)
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.pos = -1
+
+    def first(self, text: str) -> int:
+        if text is not self.text:
+            m = self._ANSWER.search(text)
+            self.text, self.pos = text, (m.start() if m else -1)
+        return self.pos
+
+
+class _AnchoredPattern:
+    """A math-verify regex that begins with ``(?i:answer)`` or ``(?i:final answer...)``.
+
+    Such a match contains ``answer`` at a fixed offset from its start (0, or 6 after
+    ``final ``; ``(?i:)`` matches character by character), so no match starts before the
+    first ``answer`` minus that offset, and there is none without one. Scanning from there
+    gives exactly the full scan's matches (lookbehinds still see the text before ``pos``).
+    """
+
+    __slots__ = ("pattern", "offset", "anchor")
+
+    def __init__(self, pattern, offset: int, anchor: _AnswerAnchor) -> None:
+        self.pattern, self.offset, self.anchor = pattern, offset, anchor
+
+    def finditer(self, text: str):
+        first = self.anchor.first(text)
+        if first < 0:
+            return iter(())
+        return self.pattern.finditer(text, max(0, first - self.offset))
+
+
+def _fast_regexes(mvp, target_res):
+    """``target_res`` with math-verify's costly patterns wrapped to skip text they cannot match.
+
+    :class:`_BoxedEnvPattern` and :class:`_AnchoredPattern` are applied only to patterns that
+    begin with exactly the text their analyses are about; any other pattern (or math-verify
+    version) keeps the plain full scan.
+    """
+    boxed_prefix = mvp.make_latex_env_pattern(prefix="first_", context="boxed")
+    anchor = _AnswerAnchor()
+
+    def wrap(p):
+        if p.pattern.startswith(boxed_prefix):
+            return _BoxedEnvPattern(p)
+        if p.pattern.startswith("(?i:final answer"):
+            return _AnchoredPattern(p, len("final "), anchor)
+        if p.pattern.startswith("(?i:answer)"):
+            return _AnchoredPattern(p, 0, anchor)
+        return p
+
+    return [([(wrap(p), priority) for p, priority in patterns], target_type)
+            for patterns, target_type in target_res]
+
+
+def _make_evaluator(announce=None, done=None):
+    """Import math_verify and return ``evaluate(gold, response) -> (correct, reason, answer)``.
+
+    The verdict is ``verify(parse(wrap(gold)), parse(response))`` with math-verify's default
+    configs, computed with two exact memos that make the n samples of one problem cheap:
+
+    * extraction: math-verify's ``extract_match`` is a pure function of the regex match's
+      groups, so it is memoized on them (the many identical ``\\boxed{3/4}`` are parsed once);
+    * verification: ``verify`` is memoized per (ground truth, extracted answers), where the
+      extracted answers are the memoized objects themselves (identity) plus fallback strings.
+
+    ``announce(digest)`` and ``done()`` bracket every memo miss (the expensive calls that can
+    hang), with a digest that names the call across processes. The parent remembers the digest
+    of a call it had to kill; a worker then answers ``timeout`` for that call at once
+    (``evaluate.poison``), so a pathological answer repeated across samples costs one timeout,
+    not one per sample.
+    """
     import functools
+    import hashlib
 
     import math_verify
     import math_verify.grader
-    import math_verify.parser
+    import math_verify.parser as mvp
+    import sympy
 
     # We disable math-verify's own timeouts on purpose; silence its one-time warning.
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+    mvp.TIMEOUT_WARNING_SHOWN = True
     math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+
+    extract_memo: dict = {}
+    verify_memo: dict = {}
+    canon: dict = {}  # id(extracted object) -> (its srepr, the object, kept alive here)
+    poison: set = set()
+    # math-verify's own function, also when an earlier evaluator in this process patched it.
+    original_extract = getattr(mvp.extract_match, "original", mvp.extract_match)
+    # The antlr LaTeX parse behind every extraction, with a larger cache than its own 20.
+    mvp.parse_latex_cached = functools.lru_cache(maxsize=1 << 16)(mvp.parse_latex_cached.__wrapped__)
+
+    def canonical(obj):
+        entry = canon.get(id(obj))
+        if entry is None or entry[1] is not obj:
+            try:
+                key = sympy.srepr(obj)
+            except Exception:  # e.g. an integer too long for str(): fall back to identity
+                key = ("id", id(obj))
+            entry = canon[id(obj)] = (key, obj)
+        return entry[0]
+
+    def digest(kind: str, key) -> str:
+        return kind + hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"),
+                                      digest_size=12).hexdigest()
+
+    class Poisoned(Exception):
+        pass
+
+    def memo_extract(match, target_type):
+        key = (id(target_type), tuple(match.groupdict().items()))
+        hit = extract_memo.get(key)
+        if hit is None:
+            d = digest("x", (type(target_type).__name__, key[1]))
+            if d in poison:
+                raise Poisoned
+            if announce is not None:
+                announce(d)
+            hit = extract_memo[key] = original_extract(match, target_type)
+            if hit[0] is not None:
+                canonical(hit[0])
+            if done is not None:
+                done()
+        return hit
+
+    # extract_target_from_pred looks extract_match up in its module at call time. Only this
+    # worker process is patched (and a test process that builds an evaluator).
+    memo_extract.original = original_extract  # type: ignore[attr-defined]
+    mvp.extract_match = memo_extract
+    target_res = _fast_regexes(mvp, mvp.get_extraction_regexes(
+        [math_verify.LatexExtractionConfig(), math_verify.ExprExtractionConfig()]))
+
+    def parse_response(text: str) -> list:
+        # == math_verify.parse(text, parsing_timeout=None) with its defaults: errors give [].
+        try:
+            return mvp.extract_target_from_pred(
+                text, target_res, fallback_mode="first_match", extraction_mode="any_match")
+        except Poisoned:
+            raise
+        except Exception:
+            return []
 
     @functools.lru_cache(maxsize=4096)
     def parse_gold(gold: str):
         return math_verify.parse(wrap_ground_truth(gold), parsing_timeout=None)
 
+    def verify(gold: str, gold_parsed, pred) -> bool:
+        # math_verify.verify(g, p) is any(compare(gi, pj)) over all pairs, each pair caught on
+        # its own: so it equals any(verify(g, [pj])) over the extracted items, memoized per
+        # (ground truth, item), where an item is a string or a sympy object named by its srepr.
+        for p in pred:
+            key = (gold, p) if isinstance(p, str) else (gold, None, canonical(p))
+            hit = verify_memo.get(key)
+            if hit is None:
+                d = digest("v", key)
+                if d in poison:
+                    raise Poisoned
+                if announce is not None:
+                    announce(d)
+                hit = verify_memo[key] = math_verify.verify(gold_parsed, [p], timeout_seconds=None)
+                if done is not None:
+                    done()
+            if hit:
+                return True
+        return False
+
     def evaluate(gold: str, response: str) -> tuple[bool, str, str | None]:
+        if len(extract_memo) + len(verify_memo) > _MEMO_LIMIT:
+            verify_memo.clear()
+            extract_memo.clear()
+            canon.clear()
         try:
-            pred = math_verify.parse(response, parsing_timeout=None)
+            pred = parse_response(response)
             if not pred:
                 found = extract_answer(response)
                 return False, ("no_answer" if found is None else "parse_failure"), found
@@ -196,46 +403,83 @@ def _make_evaluator():
             if answer is None:
                 answer = extract_answer(response)
             gold_parsed = parse_gold(gold)
-            if math_verify.verify(gold_parsed, pred, timeout_seconds=None):
+            if verify(gold, gold_parsed, pred):
                 return True, "correct", answer
             # Only fallback strings (no sympy object) on either side: math-verify found text it
             # could not parse, so the 0.0 is a parse failure rather than a wrong answer.
             if all(isinstance(p, str) for p in pred) or all(isinstance(g, str) for g in gold_parsed):
                 return False, "parse_failure", answer
             return False, "wrong", answer
+        except Poisoned:
+            return False, "timeout", extract_answer(response)
         except Exception:
             return False, "parse_failure", None
 
+    evaluate.poison = poison  # type: ignore[attr-defined]
     return evaluate
 
 
+_FLUSH_SECONDS = 0.01  # a worker sends its finished results at least this often
+
+
 def _worker_main(fd_in: int, fd_out: int) -> None:
-    """Child loop: receive ``(batch, [(idx, gold, response), ...])``, send one result per item."""
+    """Child loop: receive chunks of ``(idx, gold, response)``, send results in batches.
+
+    To the parent: ``("ready", pid)`` once; ``("r", batch, [(idx, correct, reason, answer),
+    ...])`` at the end of each chunk, every ``_FLUSH_SECONDS`` and before every announcement;
+    ``("a", digest)`` / ``("e",)`` around every memo-miss math-verify call (see
+    ``_make_evaluator``). Because results are flushed before ``("a", ...)``, the parent knows
+    that the first item it has not heard back about is the one inside that call. From the
+    parent: ``("poison", [digest, ...])``, ``(batch, items)``, or None to stop.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     conn_in = Connection(fd_in, writable=False)
     conn_out = Connection(fd_out, readable=False)
-    evaluate = _make_evaluator()
+    out: list = []
+    state = {"batch": 0, "flushed": time.monotonic()}
+
+    def flush() -> None:
+        if out:
+            conn_out.send(("r", state["batch"], list(out)))
+            out.clear()
+        state["flushed"] = time.monotonic()
+
+    def announce(digest: str) -> None:
+        flush()
+        conn_out.send(("a", digest))
+
+    evaluate = _make_evaluator(announce=announce, done=lambda: conn_out.send(("e",)))
     hang_on = os.environ.get(_HANG_ENV)
+    hang_silent = os.environ.get(_HANG_SILENT_ENV)
     conn_out.send(("ready", os.getpid()))
-    while True:
-        try:
-            msg = conn_in.recv()
-        except (EOFError, OSError):
-            break
-        if msg is None:
-            break
-        batch, items = msg
-        for idx, gold, response in items:
-            if hang_on is not None and response == hang_on:
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                while True:
-                    time.sleep(3600)
-            correct, reason, answer = evaluate(gold, response)
+    try:
+        while True:
             try:
-                conn_out.send((batch, idx, correct, reason, answer))
-            except (BrokenPipeError, OSError):
-                return
+                msg = conn_in.recv()
+            except (EOFError, OSError):
+                break
+            if msg is None:
+                break
+            if msg[0] == "poison":
+                evaluate.poison.update(msg[1])
+                continue
+            state["batch"], items = msg
+            for idx, gold, response in items:
+                if response in (hang_on, hang_silent):
+                    # Test hooks: hang inside an announced call (as math-verify does) or
+                    # silently between calls (as a runaway regex would), ignoring SIGTERM.
+                    if response == hang_on:
+                        announce("test-hang")
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    while True:
+                        time.sleep(3600)
+                out.append((idx, *evaluate(gold, response)))
+                if time.monotonic() - state["flushed"] > _FLUSH_SECONDS:
+                    flush()
+            flush()
+    except (BrokenPipeError, OSError):
+        return
 
 
 _WORKER_BOOT = (
@@ -259,7 +503,7 @@ _WORKER_BOOT = (
 class _Worker:
     """One child process and its two pipes, plus the parent's bookkeeping."""
 
-    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned")
+    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned", "busy")
 
     def __init__(self) -> None:
         child_in, parent_out = os.pipe()
@@ -285,6 +529,7 @@ class _Worker:
         self.inflight: collections.deque = collections.deque()
         self.since = time.monotonic()  # start of the current item (or of the spawn)
         self.spawned = self.since
+        self.busy: str | None = None  # digest of the math-verify call running now, if any
 
     def kill(self) -> None:
         """SIGKILL the child and release its pipes."""
@@ -310,6 +555,16 @@ class _Pool:
         self.pid = os.getpid()
         self.workers: list[_Worker] = []
         self.batch = 0
+        self.poison: set[str] = set()  # digests of math-verify calls that had to be killed
+
+    def _spawn(self) -> _Worker:
+        w = _Worker()
+        if self.poison:
+            try:
+                w.tx.send(("poison", sorted(self.poison)))
+            except (OSError, ValueError):
+                pass  # a dead worker is noticed and replaced by the caller
+        return w
 
     def shutdown(self) -> None:
         workers, self.workers = self.workers, []
@@ -318,12 +573,17 @@ class _Pool:
 
     def _replace(self, slot: int) -> None:
         self.workers[slot].kill()
-        self.workers[slot] = _Worker()
+        self.workers[slot] = self._spawn()
 
     def run(
         self, items: list[tuple[str, str]], n_workers: int, timeout: float | None
     ) -> list[tuple[bool, str, str | None]]:
-        """Evaluate ``items`` on ``n_workers`` workers with a hard per-item deadline."""
+        """Evaluate ``items`` on ``n_workers`` workers with a hard per-item deadline.
+
+        Items are grouped by ground truth and a worker keeps taking chunks of the group it
+        started (its memos then serve that problem's repeated answers) before opening the next
+        group; once every group is started, idle workers help with the largest one left.
+        """
         total = len(items)
         results: list[tuple[bool, str, str | None] | None] = [None] * total
         if total == 0:
@@ -334,12 +594,37 @@ class _Pool:
             if w.proc.poll() is not None:
                 self._replace(slot)
         while len(self.workers) < n_workers:
-            self.workers.append(_Worker())
+            self.workers.append(self._spawn())
         self.batch += 1
         batch = self.batch
-        pending = collections.deque(range(total))
+        groups: dict[str, collections.deque] = {}
+        for idx, (gold, _) in enumerate(items):
+            groups.setdefault(gold, collections.deque()).append(idx)
+        unstarted = collections.deque(groups)
+        current: dict[int, str] = {}  # slot -> the group it works on
+        isolated: collections.deque = collections.deque()  # re-run one per chunk (see lost)
+        queued = total  # items waiting in some group
         done = 0
         start_failures = 0
+
+        def take(slot: int, size: int) -> list[int]:
+            nonlocal queued
+            group = groups.get(current.get(slot, ""))
+            if not group:
+                if unstarted:
+                    current[slot] = unstarted.popleft()
+                else:  # help with the largest group left
+                    current[slot] = max(groups, key=lambda g: len(groups[g]))
+                group = groups[current[slot]]
+            chunk = [group.popleft() for _ in range(min(size, len(group)))]
+            queued -= len(chunk)
+            return chunk
+
+        def requeue(chunk) -> None:
+            nonlocal queued
+            for idx in reversed(chunk):
+                groups[items[idx][0]].appendleft(idx)
+            queued += len(chunk)
 
         def finish(idx: int, value: tuple[bool, str, str | None]) -> None:
             nonlocal done
@@ -348,13 +633,30 @@ class _Pool:
                 done += 1
 
         def lost(slot: int, reason: str) -> None:
-            """Worker in ``slot`` died or hung: settle its current item, requeue the rest."""
-            nonlocal start_failures
+            """Worker in ``slot`` died or hung: settle the item that did it, requeue the rest.
+
+            The culprit is known when the worker announced a call (it flushes its results
+            first, so the call belongs to its first unanswered item) or when only one item
+            was unanswered. Otherwise finished-but-unsent results may precede it: every
+            unanswered item is re-run alone, and only an item that fails alone is settled.
+            """
+            nonlocal start_failures, queued
             w = self.workers[slot]
+            if reason == "timeout" and w.busy is not None and w.busy not in self.poison:
+                self.poison.add(w.busy)
+                for other in self.workers:
+                    if other is not w:
+                        try:
+                            other.tx.send(("poison", [w.busy]))
+                        except (OSError, ValueError):
+                            pass
             if w.inflight:
-                idx = w.inflight.popleft()
-                finish(idx, (False, reason, extract_answer(items[idx][1])))
-                pending.extendleft(reversed(w.inflight))
+                if w.busy is not None or len(w.inflight) == 1:
+                    idx = w.inflight.popleft()
+                    finish(idx, (False, reason, extract_answer(items[idx][1])))
+                rest = [i for i in w.inflight if results[i] is None]
+                isolated.extend(rest)
+                queued += len(rest)
                 w.inflight.clear()
             elif not w.ready:
                 start_failures += 1
@@ -368,22 +670,30 @@ class _Pool:
                         finish(idx, (False, "parse_failure", None))
                     break
                 active = self.workers[:n_workers]
-                # Dispatch small chunks to idle, ready workers.
+                # Give every idle, ready worker a chunk. Only idle ones: a busy worker is not
+                # reading its pipe, so a chunk larger than the pipe's buffer would block this
+                # loop (and every deadline with it) until it finished, or forever if it hung.
                 for slot, w in enumerate(active):
-                    if w.ready and not w.inflight and pending:
-                        idle = sum(1 for x in active if not x.inflight) or 1
-                        size = max(1, min(_MAX_CHUNK, len(pending) // (2 * idle)))
-                        chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
-                        w.inflight.extend(chunk)
-                        w.since = time.monotonic()
-                        try:
-                            w.tx.send((batch, [(i, items[i][0], items[i][1]) for i in chunk]))
-                        except (OSError, ValueError):
-                            # Died before taking the work: requeue it all, count as a start failure.
-                            pending.extendleft(reversed(chunk))
-                            w.inflight.clear()
-                            start_failures += 1
-                            self._replace(slot)
+                    if not (w.ready and queued):
+                        continue
+                    if w.inflight:
+                        continue
+                    if isolated:  # re-run suspects one at a time
+                        chunk = [isolated.popleft()]
+                        queued -= 1
+                    else:
+                        chunk = take(slot, max(1, min(_MAX_CHUNK, queued // (2 * n_workers))))
+                    w.since = time.monotonic()  # the chunk's first item starts now
+                    w.busy = None
+                    w.inflight.extend(chunk)
+                    try:
+                        w.tx.send((batch, [(i, items[i][0], items[i][1]) for i in chunk]))
+                    except (OSError, ValueError):
+                        # Died before taking the work: requeue it all, count as a start failure.
+                        requeue(list(w.inflight))
+                        w.inflight.clear()
+                        start_failures += 1
+                        self._replace(slot)
                 active = self.workers[:n_workers]
                 # Wait for results or the nearest deadline.
                 now = time.monotonic()
@@ -404,12 +714,22 @@ class _Pool:
                                 w.since = time.monotonic()
                                 start_failures = 0
                                 continue
-                            got_batch, idx, correct, reason, answer = msg
-                            if got_batch != batch or not w.inflight or w.inflight[0] != idx:
+                            if msg[0] == "a":
+                                w.busy = msg[1]
+                                continue
+                            if msg[0] == "e":
+                                w.busy = None
+                                continue
+                            _, got_batch, answered = msg
+                            if got_batch != batch:
                                 continue  # stale message from an earlier, interrupted call
-                            w.inflight.popleft()
+                            for idx, correct, reason, answer in answered:
+                                if not w.inflight or w.inflight[0] != idx:
+                                    break
+                                w.inflight.popleft()
+                                finish(idx, (bool(correct), reason, answer))
+                            w.busy = None
                             w.since = time.monotonic()
-                            finish(idx, (bool(correct), reason, answer))
                     except (EOFError, OSError):
                         lost(slot, "parse_failure")  # crashed (segfault, OOM kill, ...)
                 # Enforce deadlines.

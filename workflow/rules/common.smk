@@ -1,8 +1,11 @@
 # Helpers every stage shares: the checked config, result paths, target lists.
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from polarity.algorithms import ALGORITHMS
+from polarity.config import EvalSettings
+from polarity.evaluation.benchmarks import HUB_BENCHMARKS
 
 # Every rule runs the package's CLI, `python -m polarity <stage>` (the `polarity` console
 # script); PYTHONPATH makes it importable in the conda envs too.
@@ -22,6 +25,8 @@ SYNTHETIC = "synthetic-arith"
 MODEL_NAMES = list(config["models"])
 SEEDS = [str(s) for s in config["seeds"]]
 BENCHMARKS = config["evaluate"]["benchmarks"]
+SHARDS = config["evaluate"]["shards"]
+VLLM = config["evaluate"]["engine"] == "vllm"
 
 
 wildcard_constraints:
@@ -87,3 +92,17 @@ def policy_targets():
 def report_targets():
     names = ["training", "evaluation"] if BENCHMARKS else ["training"]
     return [REPORT / f"{name}.html" for name in names]
+
+
+def eval_settings():
+    """The evaluate section's sampling and scoring settings (``EvalSettings``) as JSON."""
+    names = {f.name for f in fields(EvalSettings)}
+    return as_json({k: v for k, v in config["evaluate"].items() if k in names})
+
+
+def shard_files(wildcards):
+    """The shards of one (policy, benchmark), in order."""
+    return [
+        EVAL / RUN.format(**wildcards) / wildcards.benchmark / f"shard{i}-of-{SHARDS}.parquet"
+        for i in range(SHARDS)
+    ]

@@ -44,3 +44,27 @@ rule prepare_hub_train:
         " $([ -n {params.source:q} ] && echo --source {params.source:q})"
         " $([ -n {params.template:q} ] && echo --template {params.template:q})"
         " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"
+
+
+rule prepare_benchmark:
+    output:
+        DATA / "{benchmark}.parquet",
+    params:
+        source=lambda w: config["evaluate"]["sources"].get(w.benchmark, ""),
+        template=config["evaluate"]["template"] or "",
+        limit=config["evaluate"]["limit"] or "",
+    wildcard_constraints:
+        benchmark="|".join(HUB_BENCHMARKS),
+    log:
+        LOGS / "data" / "{benchmark}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m polarity data-benchmark --name {wildcards.benchmark} --out {output}"
+        " $([ -n {params.source:q} ] && echo --source {params.source:q})"
+        " $([ -n {params.template:q} ] && echo --template {params.template:q})"
+        " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"

@@ -1,25 +1,51 @@
 # Evaluate stage: n samples per problem for every policy (and each base model) on every
-# benchmark, scored by math-verify; one row per (problem, sample).
+# benchmark, scored by math-verify; one row per (problem, sample). A benchmark is split into
+# evaluate.shards jobs (contiguous blocks of problems), gathered into one file per
+# (policy, benchmark): a killed job costs one shard. Within a shard, the sampled responses are
+# kept in state/ until scored, so a job killed while scoring does not sample again.
 
-
-rule evaluate:
+rule evaluate_shard:
     input:
         policy=policy_input,
         data=DATA / "{benchmark}.parquet",
     output:
-        EVAL / RUN / "{benchmark}.parquet",
+        temp(EVAL / RUN / "{benchmark}" / f"shard{{shard}}-of-{SHARDS}.parquet"),
     params:
-        settings=as_json(
-            {k: v for k, v in config["evaluate"].items() if k not in ("benchmarks", "include_base")}
-        ),
+        settings=eval_settings(),
+        shards=SHARDS,
+        state=lambda w: EVAL / RUN.format(**w) / "state" / f"{w.benchmark}-shard{w.shard}-of-{SHARDS}.parquet",
+    wildcard_constraints:
+        benchmark=r"[^/]+",
+        shard=r"\d+",
     log:
-        LOGS / "evaluate" / RUN / "{benchmark}.log",
+        LOGS / "evaluate" / RUN / "{benchmark}" / "shard{shard}.log",
     conda:
-        "../../envs/cpu.yaml"
+        "../../envs/vllm-eval.yaml" if VLLM else "../../envs/cpu.yaml"
     threads: config["evaluate"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        gpu=config["evaluate"]["tensor_parallel_size"] if VLLM else 0,
+        mem_mb=64000 if VLLM else 4000,
+        runtime=lambda wc, attempt: (240 if VLLM else 60) * attempt,
     shell:
         "python -m polarity evaluate --policy {input.policy} --data {input.data}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        " --settings {params.settings:q} --shard {wildcards.shard} --shards {params.shards}"
+        " --state {params.state} --out {output} >> {log} 2>&1"
+
+
+rule gather_evaluation:
+    input:
+        shard_files,
+    output:
+        EVAL / RUN / "{benchmark}.parquet",
+    wildcard_constraints:
+        benchmark=r"[^/]+",
+    log:
+        LOGS / "evaluate" / RUN / "{benchmark}" / "gather.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m polarity eval-gather --out {output} {input} > {log} 2>&1"

@@ -1,0 +1,134 @@
+"""Benchmark: ``polarity.reward.score_batch`` vs the naive per-item math-verify loop.
+
+Both score the same synthetic-but-realistic evaluation (``scoring_pairs.make_pairs``: 256 samples
+per problem, answers repeating within a problem, a mix of LaTeX forms, some garbage and some
+pathological inputs), in one run, and the script prints both wall times, their ratio and the
+number of disagreeing verdicts (items the naive loop timed out on are left out of the count).
+
+The naive loop is what one writes with math-verify's README::
+
+    for response, truth in pairs:
+        verdict = verify(parse(wrap(truth)), parse(response))   # its own 5 s SIGALRM timeouts
+
+run in one process. A power tower can block it inside C code where SIGALRM is never handled,
+so the loop runs in a child that a watchdog restarts after ``--naive-kill`` seconds without
+progress (such items count as naive timeouts, as do items that took >= 0.9 x the timeout).
+
+    python benchmarks/bench_scoring.py                  # 200,000 pairs (the recorded figure)
+    python benchmarks/bench_scoring.py --pairs 20000    # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scoring_pairs import make_pairs  # noqa: E402
+
+TARGET = 20.0
+MATH_VERIFY_TIMEOUT = 5.0  # math-verify's default parse and verify timeouts (seconds)
+
+
+def _naive_child(conn, start: int, responses, truths) -> None:
+    """The naive loop from ``start``; sends ``(index, verdict, seconds)`` per item."""
+    import logging
+
+    from math_verify import parse, verify
+
+    from polarity.reward import wrap_ground_truth
+
+    logging.disable(logging.WARNING)  # math-verify logs every timeout
+    for i in range(start, len(responses)):
+        t0 = time.perf_counter()
+        try:
+            verdict = bool(verify(parse(wrap_ground_truth(truths[i])), parse(responses[i])))
+        except Exception:
+            verdict = False
+        conn.send((i, verdict, time.perf_counter() - t0))
+    conn.send(None)
+
+
+def naive_loop(responses, truths, kill_after: float):
+    """Verdicts (None where the naive loop timed out) and the loop's wall time."""
+    ctx = mp.get_context("fork")  # the child inherits the pairs; no pickling of 200k strings
+    verdicts: list[bool | None] = [None] * len(responses)
+    start_at = 0
+    t0 = time.perf_counter()
+    while start_at < len(responses):
+        rx, tx = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_naive_child, args=(tx, start_at, responses, truths))
+        child.start()
+        tx.close()
+        last = start_at - 1
+        finished = False
+        while True:
+            if not rx.poll(kill_after):
+                child.kill()  # stuck in C code: the item counts as a naive timeout
+                break
+            msg = rx.recv()
+            if msg is None:
+                finished = True
+                break
+            i, verdict, seconds = msg
+            last = i
+            verdicts[i] = None if seconds >= 0.9 * MATH_VERIFY_TIMEOUT else verdict
+        child.join()
+        rx.close()
+        if finished:
+            break
+        start_at = last + 2  # skip the item that hung
+    return verdicts, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=200_000)
+    ap.add_argument("--samples", type=int, default=256, help="samples per problem")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=None, help="score_batch workers (default: cores)")
+    ap.add_argument("--naive-kill", type=float, default=30.0,
+                    help="seconds without progress before the naive loop's child is killed")
+    args = ap.parse_args()
+
+    from polarity import reward
+
+    t = time.perf_counter()
+    responses, truths = make_pairs(args.pairs, samples=args.samples, seed=args.seed)
+    problems = len(dict.fromkeys((i // args.samples for i in range(len(responses)))))
+    print(f"{len(responses):,} pairs, {problems} problems x {args.samples} samples, "
+          f"{sum(map(len, responses)) / 2**20:.0f} MiB of responses (made in "
+          f"{time.perf_counter() - t:.1f} s); {os.cpu_count()} cores", flush=True)
+
+    reward.score_batch(["\\boxed{1}"], ["1"], workers=args.workers)  # start the workers
+    t = time.perf_counter()
+    fast = reward.score_batch_detailed(responses, truths, workers=args.workers)
+    fast_s = time.perf_counter() - t
+    reward.shutdown()
+    print(f"score_batch: {fast_s:.1f} s ({fast_s / len(responses) * 1e6:.0f} us/pair)", flush=True)
+
+    naive, naive_s = naive_loop(responses, truths, args.naive_kill)
+    print(f"naive loop:  {naive_s:.1f} s ({naive_s / len(responses) * 1e6:.0f} us/pair)", flush=True)
+
+    timed_out = [i for i, v in enumerate(naive) if v is None]
+    disagree = [i for i, v in enumerate(naive) if v is not None and v != fast[i].correct]
+    reasons = collections.Counter(v.reason for v in fast)
+    print(f"reasons (score_batch): {dict(reasons)}")
+    print(f"naive timeouts: {len(timed_out)}; score_batch timeouts: {reasons.get('timeout', 0)}")
+    print(f"disagreements outside naive timeouts: {len(disagree)}")
+    for i in disagree[:10]:
+        print(f"  #{i}: naive={naive[i]} score_batch={fast[i]} truth={truths[i]!r} "
+              f"response tail={responses[i][-120:]!r}")
+    ratio = naive_s / fast_s
+    print(f"speed-up: {ratio:.1f}x (target >= {TARGET:.0f}x) -> "
+          f"{'met' if ratio >= TARGET and not disagree else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
