@@ -1,5 +1,6 @@
 # Helpers every stage shares: the checked config, result paths, target lists.
 import json
+import shlex
 from dataclasses import fields
 from pathlib import Path
 
@@ -37,6 +38,15 @@ wildcard_constraints:
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+def cli_options(**options):
+    """``--name value`` for every option with a value (None/"" left out), shell-quoted."""
+    return " ".join(
+        f"--{name} {shlex.quote(str(value))}"
+        for name, value in options.items()
+        if value not in (None, "")
+    )
 
 
 def model_input(wildcards):

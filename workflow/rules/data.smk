@@ -26,9 +26,11 @@ rule prepare_hub_train:
     output:
         DATA / "{dataset}-train.parquet",
     params:
-        source=lambda w: config["train_data"]["source"] or "",
-        template=lambda w: config["train_data"]["template"] or "",
-        limit=lambda w: config["train_data"]["limit"] or "",
+        options=cli_options(
+            source=config["train_data"]["source"],
+            template=config["train_data"]["template"],
+            limit=config["train_data"]["limit"],
+        ),
     wildcard_constraints:
         dataset="math|math-stratified-25|dapo-math-17k|deepscaler",
     log:
@@ -40,19 +42,19 @@ rule prepare_hub_train:
         mem_mb=16000,
         runtime=60,
     shell:
-        "python -m polarity data-hub --name {wildcards.dataset} --out {output}"
-        " $([ -n {params.source:q} ] && echo --source {params.source:q})"
-        " $([ -n {params.template:q} ] && echo --template {params.template:q})"
-        " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"
+        "python -m polarity data-hub --name {wildcards.dataset} --out {output} {params.options}"
+        " > {log} 2>&1"
 
 
 rule prepare_benchmark:
     output:
         DATA / "{benchmark}.parquet",
     params:
-        source=lambda w: config["evaluate"]["sources"].get(w.benchmark, ""),
-        template=config["evaluate"]["template"] or "",
-        limit=config["evaluate"]["limit"] or "",
+        options=lambda w: cli_options(
+            source=config["evaluate"]["sources"].get(w.benchmark),
+            template=config["evaluate"]["template"],
+            limit=config["evaluate"]["limit"],
+        ),
     wildcard_constraints:
         benchmark="|".join(HUB_BENCHMARKS),
     log:
@@ -65,6 +67,4 @@ rule prepare_benchmark:
         runtime=30,
     shell:
         "python -m polarity data-benchmark --name {wildcards.benchmark} --out {output}"
-        " $([ -n {params.source:q} ] && echo --source {params.source:q})"
-        " $([ -n {params.template:q} ] && echo --template {params.template:q})"
-        " $([ -n {params.limit:q} ] && echo --limit {params.limit:q}) > {log} 2>&1"
+        " {params.options} > {log} 2>&1"
