@@ -17,7 +17,6 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +41,8 @@ from polarity.evaluation.benchmarks import (
     prepare_benchmark,
 )
 
+from .rows_helpers import indices, records
+
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "benchmarks"
 FIXTURE = {
@@ -65,29 +66,8 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-def plain(obj):
-    """Python objects from what pandas/pyarrow hand back (arrays -> lists, numpy scalars)."""
-    if isinstance(obj, np.ndarray):
-        return [plain(x) for x in obj.tolist()]
-    if isinstance(obj, (list, tuple)):
-        return [plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def records(frame: pd.DataFrame) -> list[dict]:
-    return [plain(r) for r in frame.to_dict("records")]
-
-
 def truths(frame: pd.DataFrame) -> list[str]:
     return [r["ground_truth"] for r in frame["reward_model"]]
-
-
-def indices(frame: pd.DataFrame) -> list[int]:
-    return [int(e["index"]) for e in frame["extra_info"]]
 
 
 def qwen(question: str) -> list[dict]:

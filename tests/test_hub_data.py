@@ -30,6 +30,8 @@ from polarity.data.hub import (
 )
 from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS, write_parquet
 
+from .rows_helpers import indices, records
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
 MATH = FIXTURES / "math_train.parquet"
 DAPO = FIXTURES / "dapo_math_17k.jsonl"
@@ -47,27 +49,6 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
-def plain(obj):
-    """Python objects from what pandas/pyarrow hand back (arrays -> lists, numpy scalars)."""
-    if isinstance(obj, np.ndarray):
-        return [plain(x) for x in obj.tolist()]
-    if isinstance(obj, (list, tuple)):
-        return [plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def records(frame: pd.DataFrame) -> list[dict]:
-    return [plain(r) for r in frame.to_dict("records")]
-
-
-def indices(frame: pd.DataFrame) -> list[int]:
-    return [int(e["index"]) for e in frame["extra_info"]]
 
 
 def answers(frame: pd.DataFrame) -> list[str]:

@@ -146,35 +146,36 @@ class Benchmark:
 
 _MATH_ID = "DigitalLearningGmbH/MATH-lighteval"
 
+
+def _hub(**fields) -> Benchmark:
+    """A hub benchmark; by default one unnamed config, the answer field as it is, and the
+    Qwen boxed prompt."""
+    defaults = dict(source="hub", configs=(None,), answer_rule="field", template="qwen-boxed")
+    return Benchmark(**{**defaults, **fields})
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "synthetic-arith-test": Benchmark(
         "synthetic-arith-test", "held-out split of the synthetic arithmetic task", "synthetic"
     ),
-    "math-test": Benchmark(
+    "math-test": _hub(
         name="math-test",
         description="MATH test, all 5,000 problems; answer = last \\boxed{} of the solution.",
-        source="hub",
         hub_id=_MATH_ID,
-        configs=(None,),
         split="test",
         question_field="problem",
         answer_field="solution",
         answer_rule="last_boxed",
-        template="qwen-boxed",
         problems=5000,
         extra_fields=(("level", "level"), ("type", "type")),
     ),
-    "math500": Benchmark(
+    "math500": _hub(
         name="math500",
         description="MATH-500, the 500-problem MATH test subset of Lightman et al.",
-        source="hub",
         hub_id="HuggingFaceH4/MATH-500",
-        configs=(None,),
         split="test",
         question_field="problem",
         answer_field="answer",
-        answer_rule="field",
-        template="qwen-boxed",
         problems=500,
         optional_extra_fields=(
             ("subject", "subject"),
@@ -182,74 +183,57 @@ BENCHMARKS: dict[str, Benchmark] = {
             ("unique_id", "unique_id"),
         ),
     ),
-    "aime24": Benchmark(
+    "aime24": _hub(
         name="aime24",
         description="AIME 2024 I and II, 30 problems; integer answers.",
-        source="hub",
         hub_id="HuggingFaceH4/aime_2024",
-        configs=(None,),
         split="train",
         question_field="problem",
         answer_field="answer",
-        answer_rule="field",
-        template="qwen-boxed",
         problems=30,
         optional_extra_fields=(("id", "id"), ("url", "url")),
     ),
-    "aime25": Benchmark(
+    "aime25": _hub(
         name="aime25",
         description="AIME 2025 I then II (two hub configs, concatenated), 30 problems.",
-        source="hub",
         hub_id="opencompass/AIME2025",
         configs=("AIME2025-I", "AIME2025-II"),
         split="test",
         question_field="question",
         answer_field="answer",
-        answer_rule="field",
-        template="qwen-boxed",
         problems=30,
     ),
-    "amc23": Benchmark(
+    "amc23": _hub(
         name="amc23",
         description="AMC 2023, 40 problems.",
-        source="hub",
         hub_id="math-ai/amc23",
-        configs=(None,),
         split="test",
         question_field="question",
         answer_field="answer",
-        answer_rule="field",
-        template="qwen-boxed",
         problems=40,
         optional_extra_fields=(("id", "id"), ("url", "url")),
     ),
-    "minerva": Benchmark(
+    "minerva": _hub(
         name="minerva",
         description="Minerva Math (OCWCourses), 272 problems.",
-        source="hub",
         hub_id="math-ai/minervamath",
-        configs=(None,),
         split="test",
         question_field="question",
         answer_field="answer",
-        answer_rule="field",
-        template="qwen-boxed",
         problems=272,
     ),
-    "olympiadbench": Benchmark(
+    "olympiadbench": _hub(
         name="olympiadbench",
         description=(
             "OlympiadBench, open-ended text-only English competition maths, 674 problems; "
             "several final answers are joined with ', '."
         ),
-        source="hub",
         hub_id="Hothan/OlympiadBench",
         configs=("OE_TO_maths_en_COMP",),
         split="train",
         question_field="question",
         answer_field="final_answer",
         answer_rule="answer_list",
-        template="qwen-boxed",
         problems=674,
         extra_fields=(("id", "id"), ("final_answer", "final_answer")),
         optional_extra_fields=(

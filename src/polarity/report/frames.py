@@ -549,6 +549,18 @@ def passk_curves(samples: pd.DataFrame) -> pd.DataFrame:
     return _sort(out, [*SAMPLE_KEYS, "k"])
 
 
+def _evaluations(blocks: dict, average: bool):
+    """``(model, algorithm, benchmark, blocks)`` per benchmark, then (``average``) one
+    ``AVERAGE`` pseudo-benchmark per (model, algorithm) evaluated on at least two."""
+    for (model, algo, bench), block in blocks.items():
+        yield model, algo, bench, [block]
+    if average:
+        for model, algo in dict.fromkeys(k[:2] for k in blocks):
+            parts = [b for _, b in _average_strata(blocks, model, algo)]
+            if len(parts) >= 2:
+                yield model, algo, AVERAGE, parts
+
+
 def passk_summary(samples: pd.DataFrame, average: bool = True) -> pd.DataFrame:
     """pass@k curves per (model, algorithm, benchmark) over all seeds, plus the benchmark average.
 
@@ -575,13 +587,8 @@ def passk_summary(samples: pd.DataFrame, average: bool = True) -> pd.DataFrame:
         rows.extend((model, algo, bench, seeds, problems, n_min, int(k), float(v), float(lo),
                      float(hi)) for k, v, lo, hi in zip(ks, value, low, high))
 
-    for (model, algo, bench), block in blocks.items():
-        emit(model, algo, bench, [block])
-    if average:
-        for model, algo in dict.fromkeys(k[:2] for k in blocks):
-            parts = [b for _, b in _average_strata(blocks, model, algo)]
-            if len(parts) >= 2:
-                emit(model, algo, AVERAGE, parts)
+    for model, algo, bench, parts in _evaluations(blocks, average):
+        emit(model, algo, bench, parts)
     out = pd.DataFrame(rows, columns=PASSK_SUMMARY_COLUMNS)
     return _sort(out, ["model", "algorithm", "benchmark", "k"])
 
@@ -624,13 +631,8 @@ def final_table(samples: pd.DataFrame, average: bool = True) -> pd.DataFrame:
         rows.append((model, algo, bench, seeds, sum(len(b.problems) for b in parts),
                      min(b.n_min for b in parts), *stats))
 
-    for (model, algo, bench), block in blocks.items():
-        emit(model, algo, bench, [block])
-    if average:
-        for model, algo in dict.fromkeys(k[:2] for k in blocks):
-            parts = [b for _, b in _average_strata(blocks, model, algo)]
-            if len(parts) >= 2:
-                emit(model, algo, AVERAGE, parts)
+    for model, algo, bench, parts in _evaluations(blocks, average):
+        emit(model, algo, bench, parts)
     out = pd.DataFrame(rows, columns=FINAL_COLUMNS)
     return _sort(out, ["model", "algorithm", "benchmark"])
 
