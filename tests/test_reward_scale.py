@@ -113,7 +113,8 @@ def test_in_process_evaluator_counts_each_distinct_answer_once():
     extractions = sum(1 for c in calls if c.startswith("x"))
     verifications = sum(1 for c in calls if c.startswith("v"))
     assert extractions <= 2 * 3 + 1  # each (wrapping, answer) once, plus the gold's own
-    assert verifications <= 3 + 1  # each value once, and the fallback string of the wrong one
+    # each (wrapping, value) once, and the fallback string of the wrong value per wrapping
+    assert verifications <= 2 * 3 + 2
     assert [v[0] for v in verdicts] == [naive(t, "\\frac{3}{4}") for t in texts]
 
 
@@ -178,3 +179,32 @@ def test_score_never_raises_on_odd_types():
     for value in (None, 3, 2.5, b"\\boxed{1}", ["\\boxed{1}"], object()):
         assert score(value, "1") in (0.0, 1.0)
         assert score("\\boxed{1}", value) in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ordered_answers_are_not_confused_by_the_memo(workers):
+    """latex2sympy's sets keep their written order, which math-verify compares against tuples:
+    ``\\boxed{1, 2}`` and ``\\boxed{2, 1}`` must keep their own verdicts, in either order."""
+    reward.shutdown()
+    cases = [("$\\boxed{1, 2}$", "(1,2)"), ("$\\boxed{2, 1}$", "(1,2)"),
+             ("$x = 1, y = 2$", "x=1, y=2"), ("$y = 2, x = 1$", "x=1, y=2"),
+             ("$2$ and $1$", "(1, 2)"), ("$1$ and $2$", "(1, 2)")]
+    for order in (cases, cases[::-1]):
+        responses, truths = zip(*order)
+        got = score_batch_detailed(list(responses), list(truths), workers=workers)
+        assert [v.correct for v in got] == [naive(r, t) for r, t in order]
+
+
+def test_a_call_that_gave_up_leaves_no_stale_work(monkeypatch):
+    """Workers still holding items of a call that ended early are replaced, so a later call's
+    items are never settled by the earlier call's deadlines."""
+    reward.shutdown()
+    pool = reward._get_pool()
+    pool.run([("1", "$1$")], 1, 5.0)
+    pool.workers[0].inflight.extend([0, 1])  # as if an earlier call broke off mid-chunk
+    pool.workers[0].busy = "x-stale"
+    stale_pid = pool.workers[0].proc.pid
+    assert pool.run([("3", "$3$"), ("4", "$4$")], 1, 1.0) == [
+        (True, "correct", "3"), (True, "correct", "4")]
+    assert pool.workers[0].proc.pid != stale_pid
+    reward.shutdown()

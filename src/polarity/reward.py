@@ -61,6 +61,8 @@ _HANG_SILENT_ENV = "POLARITY_REWARD_TEST_HANG_SILENT"
 _STARTUP_TIMEOUT = 120.0  # seconds a fresh worker may take to import math_verify
 _MAX_STARTUP_FAILURES = 3  # consecutive worker start failures before giving up on a batch
 _MAX_CHUNK = 32  # items sent to a worker per message (the deadline stays per item)
+_POISON_FRACTION = 0.9  # a killed call is poisoned if it alone ran this share of the limit
+_MAX_POISON = 1000  # poisoned digests kept (the list sent to a new worker stays < 64 KiB)
 
 
 @dataclass(frozen=True)
@@ -285,8 +287,9 @@ def _make_evaluator(announce=None, done=None):
 
     * extraction: math-verify's ``extract_match`` is a pure function of the regex match's
       groups, so it is memoized on them (the many identical ``\\boxed{3/4}`` are parsed once);
-    * verification: ``verify`` is memoized per (ground truth, extracted answers), where the
-      extracted answers are the memoized objects themselves (identity) plus fallback strings.
+    * verification: ``verify(gold, items)`` is ``any`` of ``verify(gold, [item])`` (math-verify
+      compares every pair on its own), memoized per (ground truth, item), where an item is a
+      fallback string or an extracted object named by the extraction that made it.
 
     ``announce(digest)`` and ``done()`` bracket every memo miss (the expensive calls that can
     hang), with a digest that names the call across processes. The parent remembers the digest
@@ -300,7 +303,6 @@ def _make_evaluator(announce=None, done=None):
     import math_verify
     import math_verify.grader
     import math_verify.parser as mvp
-    import sympy
 
     # We disable math-verify's own timeouts on purpose; silence its one-time warning.
     mvp.TIMEOUT_WARNING_SHOWN = True
@@ -308,7 +310,7 @@ def _make_evaluator(announce=None, done=None):
 
     extract_memo: dict = {}
     verify_memo: dict = {}
-    canon: dict = {}  # id(extracted object) -> (its srepr, the object, kept alive here)
+    canon: dict = {}  # id(extracted object) -> (digest of the extraction that made it, object)
     poison: set = set()
     # math-verify's own function, also when an earlier evaluator in this process patched it.
     original_extract = getattr(mvp.extract_match, "original", mvp.extract_match)
@@ -316,21 +318,20 @@ def _make_evaluator(announce=None, done=None):
     mvp.parse_latex_cached = functools.lru_cache(maxsize=1 << 16)(mvp.parse_latex_cached.__wrapped__)
 
     def canonical(obj):
+        """The extraction (type + regex groups) an object came from: it determines the object
+        entirely, which no printed form does (latex2sympy's sets keep their written order)."""
         entry = canon.get(id(obj))
         if entry is None or entry[1] is not obj:
-            try:
-                key = sympy.srepr(obj)
-            except Exception:  # e.g. an integer too long for str(): fall back to identity
-                key = ("id", id(obj))
-            entry = canon[id(obj)] = (key, obj)
+            entry = canon[id(obj)] = (("id", id(obj)), obj)  # not from an extraction: itself
         return entry[0]
 
     def digest(kind: str, key) -> str:
         return kind + hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"),
                                       digest_size=12).hexdigest()
 
-    class Poisoned(Exception):
-        pass
+    class Poisoned(BaseException):
+        """A call that was killed before: raised past math-verify's ``except Exception``
+        handlers (which would turn it into a cached empty parse) up to ``evaluate``."""
 
     def memo_extract(match, target_type):
         key = (id(target_type), tuple(match.groupdict().items()))
@@ -343,7 +344,7 @@ def _make_evaluator(announce=None, done=None):
                 announce(d)
             hit = extract_memo[key] = original_extract(match, target_type)
             if hit[0] is not None:
-                canonical(hit[0])
+                canon[id(hit[0])] = (d, hit[0])
             if done is not None:
                 done()
         return hit
@@ -360,8 +361,6 @@ def _make_evaluator(announce=None, done=None):
         try:
             return mvp.extract_target_from_pred(
                 text, target_res, fallback_mode="first_match", extraction_mode="any_match")
-        except Poisoned:
-            raise
         except Exception:
             return []
 
@@ -372,7 +371,8 @@ def _make_evaluator(announce=None, done=None):
     def verify(gold: str, gold_parsed, pred) -> bool:
         # math_verify.verify(g, p) is any(compare(gi, pj)) over all pairs, each pair caught on
         # its own: so it equals any(verify(g, [pj])) over the extracted items, memoized per
-        # (ground truth, item), where an item is a string or a sympy object named by its srepr.
+        # (ground truth, item), where an item is a string or a sympy object named by the
+        # extraction that made it.
         for p in pred:
             key = (gold, p) if isinstance(p, str) else (gold, None, canonical(p))
             hit = verify_memo.get(key)
@@ -503,7 +503,7 @@ _WORKER_BOOT = (
 class _Worker:
     """One child process and its two pipes, plus the parent's bookkeeping."""
 
-    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned", "busy")
+    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned", "busy", "busy_since")
 
     def __init__(self) -> None:
         child_in, parent_out = os.pipe()
@@ -530,6 +530,7 @@ class _Worker:
         self.since = time.monotonic()  # start of the current item (or of the spawn)
         self.spawned = self.since
         self.busy: str | None = None  # digest of the math-verify call running now, if any
+        self.busy_since = 0.0  # when that call started
 
     def kill(self) -> None:
         """SIGKILL the child and release its pipes."""
@@ -591,7 +592,8 @@ class _Pool:
         limit = float("inf") if timeout is None or timeout <= 0 else float(timeout)
         n_workers = max(1, min(n_workers, total))
         for slot, w in enumerate(self.workers[:n_workers]):
-            if w.proc.poll() is not None:
+            # Dead, or still holding work of an earlier call that gave up or was interrupted.
+            if w.proc.poll() is not None or w.inflight or w.busy is not None:
                 self._replace(slot)
         while len(self.workers) < n_workers:
             self.workers.append(self._spawn())
@@ -642,7 +644,11 @@ class _Pool:
             """
             nonlocal start_failures, queued
             w = self.workers[slot]
-            if reason == "timeout" and w.busy is not None and w.busy not in self.poison:
+            # Poison a call only when it used (nearly) the whole limit by itself, not when it
+            # merely was running as the item's time ran out.
+            hung = w.busy is not None and time.monotonic() - w.busy_since >= _POISON_FRACTION * limit
+            if (reason == "timeout" and hung and w.busy not in self.poison
+                    and len(self.poison) < _MAX_POISON):
                 self.poison.add(w.busy)
                 for other in self.workers:
                     if other is not w:
@@ -668,6 +674,7 @@ class _Pool:
                     logger.error("polarity.reward: workers fail to start; scoring the rest as 0.0")
                     for idx in range(total):
                         finish(idx, (False, "parse_failure", None))
+                    self.shutdown()  # workers still busy with this call's items must not linger
                     break
                 active = self.workers[:n_workers]
                 # Give every idle, ready worker a chunk. Only idle ones: a busy worker is not
@@ -715,7 +722,7 @@ class _Pool:
                                 start_failures = 0
                                 continue
                             if msg[0] == "a":
-                                w.busy = msg[1]
+                                w.busy, w.busy_since = msg[1], time.monotonic()
                                 continue
                             if msg[0] == "e":
                                 w.busy = None
