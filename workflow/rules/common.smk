@@ -1,5 +1,6 @@
 # Helpers every stage shares: the checked config, result paths, target lists.
 import json
+import os
 import shlex
 from dataclasses import fields
 from pathlib import Path
@@ -116,3 +117,33 @@ def shard_files(wildcards):
         EVAL / RUN.format(**wildcards) / wildcards.benchmark / f"shard{i}-of-{SHARDS}.parquet"
         for i in range(SHARDS)
     ]
+
+
+# ---------------------------------------------------------------- where jobs run (SLURM)
+# Local runs ignore these resources; under `--profile profiles/slurm` the executor plugin turns
+# them into sbatch options. Partition and account: the study's `slurm` section, else the
+# environment (POLARITY_SLURM_ACCOUNT, POLARITY_SLURM_CPU_PARTITION, ...), else the cluster's
+# defaults.
+
+
+def slurm_setting(key):
+    value = config["slurm"][key]
+    return value if value is not None else os.environ.get(f"POLARITY_SLURM_{key.upper()}") or None
+
+
+def _placement(partition_key):
+    where = {"slurm_partition": slurm_setting(partition_key), "slurm_account": slurm_setting("account")}
+    return {k: v for k, v in where.items() if v}
+
+
+def cpu_job(**resources):
+    """Resources of a CPU job (data, model links, scoring, gathering, reports)."""
+    return {**resources, **_placement("cpu_partition")}
+
+
+def gpu_job(gpus_per_node, nodes=1, **resources):
+    """Resources of a GPU job: `nodes` nodes with `gpus_per_node` GPUs of the study's model
+    each (`--nodes`, and `--gres=gpu:<model>:<n>`, which SLURM counts per node)."""
+    model = config["verl"]["gpu_model"]
+    gres = f"gpu:{model}:{gpus_per_node}" if model else f"gpu:{gpus_per_node}"
+    return {"nodes": nodes, "gres": gres, **resources, **_placement("gpu_partition")}

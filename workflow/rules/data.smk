@@ -15,8 +15,7 @@ rule prepare_synthetic:
         "../../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **cpu_job(mem_mb=2000, runtime=10),
     shell:
         "python -m polarity data-synthetic --settings {params.settings:q} --seed {params.seed}"
         " --warmup {output.warmup} --train {output.train} --test {output.test} > {log} 2>&1"
@@ -39,8 +38,7 @@ rule prepare_hub_train:
         "../../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=60,
+        **cpu_job(mem_mb=16000, runtime=60),
     shell:
         "python -m polarity data-hub --name {wildcards.dataset} --out {output} {params.options}"
         " > {log} 2>&1"
@@ -63,8 +61,7 @@ rule prepare_benchmark:
         "../../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **cpu_job(mem_mb=8000, runtime=30),
     shell:
         "python -m polarity data-benchmark --name {wildcards.benchmark} --out {output}"
         " {params.options} > {log} 2>&1"

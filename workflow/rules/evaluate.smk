@@ -23,9 +23,12 @@ rule evaluate_shard:
         "../../envs/vllm-eval.yaml" if VLLM else "../../envs/cpu.yaml"
     threads: config["evaluate"]["threads"]
     resources:
-        gpu=config["evaluate"]["tensor_parallel_size"] if VLLM else 0,
-        mem_mb=64000 if VLLM else 4000,
-        runtime=lambda wc, attempt: (240 if VLLM else 60) * attempt,
+        **(
+            gpu_job(config["evaluate"]["tensor_parallel_size"], mem_mb=64000,
+                    runtime=lambda wc, attempt: 240 * attempt)
+            if VLLM
+            else cpu_job(mem_mb=4000, runtime=lambda wc, attempt: 60 * attempt)
+        ),
     shell:
         "python -m polarity evaluate --policy {input.policy} --data {input.data}"
         " --settings {params.settings:q} --shard {wildcards.shard} --shards {params.shards}"
@@ -45,7 +48,6 @@ rule gather_evaluation:
         "../../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **cpu_job(mem_mb=8000, runtime=30),
     shell:
         "python -m polarity eval-gather --out {output} {input} > {log} 2>&1"

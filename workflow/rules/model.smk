@@ -16,8 +16,7 @@ rule make_tiny_model:
         "../../envs/cpu.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **cpu_job(mem_mb=4000, runtime=30),
     shell:
         "python -m polarity model-tiny --warmup {input.warmup} --settings {params.settings:q}"
         " --seed {params.seed} --threads {threads} --max-new-tokens {params.max_new_tokens}"
@@ -35,7 +34,6 @@ rule link_model:
         "../../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **cpu_job(mem_mb=500, runtime=5),
     shell:
         "python -m polarity model-link --path {params.path:q} --out {output} > {log} 2>&1"

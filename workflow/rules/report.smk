@@ -18,8 +18,7 @@ rule report_training:
         "../../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **cpu_job(mem_mb=4000, runtime=20),
     shell:
         "python -m polarity report --notebook {input.notebook} --results {params.results} --study {params.study}"
         " --out-ipynb {output.ipynb} --out-html {output.html} > {log} 2>&1"
@@ -41,8 +40,7 @@ rule report_evaluation:
         "../../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **cpu_job(mem_mb=4000, runtime=20),
     shell:
         "python -m polarity report --notebook {input.notebook} --results {params.results} --study {params.study}"
         " --out-ipynb {output.ipynb} --out-html {output.html} > {log} 2>&1"

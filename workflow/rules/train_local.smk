@@ -18,8 +18,11 @@ rule train_local:
         "../../envs/cpu.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **(
+            gpu_job(1, mem_mb=64000, runtime=lambda wc, attempt: 1440 * attempt)
+            if config["train"]["device"].startswith("cuda")
+            else cpu_job(mem_mb=4000, runtime=lambda wc, attempt: 120 * attempt)
+        ),
     shell:
         "python -m polarity train --model {input.model} --data {input.data}"
         " --algorithm {wildcards.algorithm} --params {params.algorithm_params:q}"

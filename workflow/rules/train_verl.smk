@@ -21,11 +21,12 @@ rule train_verl:
         "../../envs/verl-gpu.yaml"
     threads: 16
     resources:
-        nodes=config["verl"]["nnodes"],
-        gpu=config["verl"]["gpus_per_node"],
-        gpu_model=config["verl"]["gpu_model"],
-        mem_mb=512000,
-        runtime=lambda wc, attempt: 2880 * attempt,
+        **gpu_job(
+            config["verl"]["gpus_per_node"],
+            nodes=config["verl"]["nnodes"],
+            mem_mb=512000,
+            runtime=lambda wc, attempt: 2880 * attempt,
+        ),
     shell:
         "python -m polarity train-verl --study {params.study:q} --model-name {wildcards.model}"
         " --model {input.model} --data {input.data} --val {input.val}"
@@ -44,7 +45,6 @@ rule merge_verl:
         "../../envs/verl-gpu.yaml"
     threads: 8
     resources:
-        mem_mb=256000,
-        runtime=120,
+        **cpu_job(mem_mb=256000, runtime=120),
     shell:
         "python -m polarity verl-merge --done {input.done} --out {output.final} > {log} 2>&1"
