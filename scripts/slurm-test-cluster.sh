@@ -7,15 +7,24 @@
 #   scripts/slurm-test-cluster.sh start    # idempotent; prints the partition when ready
 #   scripts/slurm-test-cluster.sh stop
 #
+# It refuses (exit 77) to touch a /etc/slurm/slurm.conf it did not write, so running the tests
+# as root on a real SLURM machine leaves that installation alone (the SLURM tests then skip).
+#
 # Facts this relies on (Debian bookworm, slurm 22.05.8): proctrack/linuxproc and task/none need
 # no cgroups; there must be no cgroup.conf; the node name is this machine's short hostname.
 set -euo pipefail
 
 PARTITION="${POLARITY_SLURM_TEST_PARTITION:-polarity-test}"
+MARK="# Written by polarity's scripts/slurm-test-cluster.sh"
 
 start() {
     if [ "$(id -u)" != 0 ]; then
         echo "slurm-test-cluster: needs root (to install and start slurm and munge)" >&2
+        exit 77
+    fi
+    if [ -e /etc/slurm/slurm.conf ] && ! grep -q "^${MARK}" /etc/slurm/slurm.conf; then
+        echo "slurm-test-cluster: /etc/slurm/slurm.conf was not written by this script (a real" \
+             "SLURM installation?): leaving it and its daemons alone" >&2
         exit 77
     fi
     if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -34,6 +43,7 @@ start() {
     cpus="$(nproc)"
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 3 / 4 ))
     cat > /etc/slurm/slurm.conf.new <<CONF
+${MARK}: a one-node cluster for tests.
 ClusterName=polarity-test
 SlurmctldHost=${host}
 SlurmUser=root
@@ -86,6 +96,12 @@ stop_daemons() {
 
 case "${1:-start}" in
     start) start ;;
-    stop) stop_daemons ;;
+    stop)
+        if [ -e /etc/slurm/slurm.conf ] && ! grep -q "^${MARK}" /etc/slurm/slurm.conf; then
+            echo "slurm-test-cluster: not our cluster; nothing stopped" >&2
+            exit 77
+        fi
+        stop_daemons
+        ;;
     *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac
