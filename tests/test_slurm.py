@@ -34,12 +34,12 @@ SCRIPT = REPO / "scripts" / "slurm-test-cluster.sh"
 @pytest.fixture(scope="module")
 def partition():
     if os.geteuid() != 0:
-        pytest.skip("SLURM tests need root: scripts/slurm-test-cluster.sh installs and starts "
-                    "slurm-wlm and munge")
+        pytest.skip(reason="SLURM tests need root: scripts/slurm-test-cluster.sh installs and "
+                           "starts slurm-wlm and munge")
     running_before = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     proc = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
     if proc.returncode == 77:
-        pytest.skip(proc.stderr.strip())
+        pytest.skip(reason=proc.stderr.strip())
     assert proc.returncode == 0, f"could not start the test cluster:\n{proc.stdout}\n{proc.stderr}"
     yield proc.stdout.strip().splitlines()[-1]
     if not running_before:  # leave the machine as it was
