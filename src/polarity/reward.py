@@ -14,6 +14,12 @@ re-import under spawn, forking a parent that holds torch/CUDA state or threads),
 of the ``polarity`` package. They are kept in a lazily started module-level pool that is reused
 across calls, restarted when dead or after a fork, and killed at interpreter exit.
 
+At evaluation scale (n samples per problem, answers repeating) workers memoize math-verify's
+extraction and verification per (ground truth, extracted answer), skip regex scanning that
+provably cannot match, keep a problem's samples on one worker, and remember calls that had to
+be killed (``_make_evaluator``, ``_Pool.run``); ``benchmarks/bench_scoring.py`` measures it
+against the naive per-item loop.
+
 Linux/POSIX only (pipes passed by file descriptor).
 """
 
