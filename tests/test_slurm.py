@@ -100,19 +100,21 @@ def test_a_study_runs_through_sbatch_and_matches_a_local_run(partition, tmp_path
     config = study(tmp_path, "onslurm")
     profile = derived_profile(tmp_path / "profile", partition)
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
-    run = snakemake(on_slurm, "--profile", str(profile), "--configfile", str(config))
-    snakemake(local, "--cores", "2", "--configfile", str(config))
+    # Everything but the report notebooks (the local end-to-end test renders those).
+    R = Path("results", "onslurm")
+    targets = [str(R / "runs" / "tiny" / "grpo" / "seed0" / "metrics.jsonl")] + [
+        str(R / "eval" / "tiny" / p / "seed0" / "synthetic-arith-test.parquet") for p in ("base", "grpo")]
+    run = snakemake(on_slurm, *targets, "--profile", str(profile), "--configfile", str(config))
+    snakemake(local, *targets, "--cores", "2", "--configfile", str(config))
 
     log = run.stdout + run.stderr
     ids = submitted_jobs(log)
     jobs = re.findall(r"\n(?:local)?rule (\w+):", log)
-    assert len(ids) == len([j for j in jobs if j != "all"]) >= 10  # every job but `all`
+    assert len(ids) == len(jobs) >= 8  # every job went through sbatch
     assert all(int(i) > 0 for i in ids.values())
     slurm_logs = list((on_slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert {p.stem for p in slurm_logs} >= set(ids.values())  # one SLURM log per job id
 
-    for R in (on_slurm / "results" / "onslurm", local / "results" / "onslurm"):
-        assert (R / "report" / "evaluation.html").exists()
     read = lambda root: [deterministic(json.loads(x)) for x in  # noqa: E731
                          (root / "results" / "onslurm" / "runs" / "tiny" / "grpo" / "seed0" /
                           "metrics.jsonl").read_text().splitlines()]
