@@ -1,8 +1,8 @@
 """Regenerate the registry-derived parts of workflow/schemas/config.schema.yaml.
 
 The algorithm names and per-algorithm parameters come from polarity.algorithms.ALGORITHMS, the
-benchmark names from polarity.evaluation.benchmarks.BENCHMARKS and the prompt templates from
-polarity.data.rows.PROMPT_TEMPLATES; tests/test_config.py fails when they drift apart.
+benchmark names from polarity.evaluation.benchmarks.BENCHMARKS, the prompt templates from
+polarity.data.rows.PROMPT_TEMPLATES and the extraction policies from polarity.reward.EXTRACTIONS; tests/test_config.py fails when they drift apart.
 Usage: python scripts/write_schema.py
 """
 
@@ -13,6 +13,7 @@ import yaml
 from polarity.algorithms import ALGORITHMS, params_schema
 from polarity.data.rows import PROMPT_TEMPLATES
 from polarity.evaluation.benchmarks import BENCHMARKS
+from polarity.reward import EXTRACTIONS
 
 PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -33,6 +34,8 @@ def main() -> None:
     evaluate = schema["properties"]["evaluate"]["properties"]
     evaluate["benchmarks"]["items"]["enum"] = list(BENCHMARKS)
     evaluate["template"]["enum"] = [*PROMPT_TEMPLATES, None]
+    evaluate["extraction"]["enum"] = list(EXTRACTIONS)
+    schema["properties"]["train"]["properties"]["extraction"]["enum"] = list(EXTRACTIONS)
     PATH.write_text(yaml.dump(schema, Dumper=_Dumper, sort_keys=False, width=100,
                               default_flow_style=None))
 

@@ -57,6 +57,7 @@ def training_rows(algorithm: str, seed: int, steps: int, n: int = 8, groups: int
             "n_positive": n_pos, "n_negative": batch - n_pos,
             "frac_positive": n_pos / batch, "frac_negative": 1 - n_pos / batch,
             "reward_mean": n_pos / batch,
+            "lenient_only_frac": 0.02 * step if algorithm == "a3po" else 0.0,
             "entropy": float(1.2 * np.exp(-_ENTROPY_DECAY.get(algorithm, 0.1) * step)
                              + rng.normal(0, 0.02)),
             "batch_responses": batch, "pg_loss": float(rng.normal(0, 0.05)),
@@ -103,9 +104,13 @@ def eval_frame(algorithm: str, seed: int, benchmark: str, n: int, problems: int)
                                          "timeout"]))
                 answer = {"wrong": str(int(truth) + 1), "parse_failure": "\\frac{", "timeout": "x"}.get(reason)
             response = f"The answer is \\boxed{{{answer}}}" if answer is not None else "I am not sure"
+            # every other no_answer is a planted reward hack: only the lenient policy credits it
+            hack = reason == "no_answer" and (pid + j) % 2 == 0
+            if hack:
+                response = f"It is {truth}+0. \\boxed{{"
             rows.append({
                 "problem_id": pid, "sample": j, "response": response, "ground_truth": truth,
-                "answer": answer, "correct": float(correct), "reason": reason,
+                "answer": answer, "correct": float(correct), "reason": reason, "lenient_only": hack,
                 "response_length": length, "truncated": truncated,
             })
     return pd.DataFrame(rows)

@@ -107,3 +107,20 @@ def test_schema_evaluate_defaults_match_settings_dataclass():
     defaults = EvalSettings()
     for f in fields(EvalSettings):
         assert props[f.name]["default"] == getattr(defaults, f.name), f.name
+
+
+def test_schema_extraction_policies_match_the_reward_module():
+    from polarity.reward import DEFAULT_EXTRACTION, EXTRACTIONS
+
+    props = load_schema()["properties"]
+    for section in ("train", "evaluate"):
+        entry = props[section]["properties"]["extraction"]
+        assert entry["enum"] == list(EXTRACTIONS), section
+        assert entry["default"] == DEFAULT_EXTRACTION, section
+
+
+def test_unknown_extraction_policy_fails_naming_the_key():
+    config = default_config()
+    config["train"]["extraction"] = "anywhere"
+    with pytest.raises(ConfigError, match="train.extraction"):
+        check_config(config)

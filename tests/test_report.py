@@ -443,6 +443,34 @@ def test_zero_reasons_by_hand():
     # zeros: seed0 p0 j=0..3 (no_answer, wrong, no_answer, wrong), p1 j=1..3; seed1 p1 j=2,3
     assert got == {"wrong": 5, "no_answer": 4, "parse_failure": 0, "timeout": 0}
     assert reasons["frac"].sum() == pytest.approx(9 / 16)
+    assert reasons["lenient_only"].sum() == 0  # no monitor column: nothing flagged
+
+
+def test_zero_reasons_split_strict_and_lenient_by_hand(tmp_path):
+    """The lenient-only zeros of each reason, from the samples and from the files alike."""
+    samples = _samples({0: [0, 1], 1: [4, 2]}, 4)
+    # zeros (seed, problem, sample): no_answer at (0,0,0) (0,0,2) (0,1,2) (1,1,2); flag two of
+    # them and one wrong zero, (0,0,1); a flag on a correct sample, (1,0,0), is not a zero
+    flagged = {(0, 0, 0), (1, 1, 2), (0, 0, 1), (1, 0, 0)}
+    samples["lenient_only"] = [(s, p, j) in flagged for s, p, j in
+                               samples[["seed", "problem_id", "sample"]].itertuples(index=False)]
+    reasons = frames.zero_reasons(samples).set_index("reason")
+    assert reasons["lenient_only"].to_dict() == {"wrong": 1, "no_answer": 2, "parse_failure": 0,
+                                                 "timeout": 0}
+    for seed, part in samples.groupby("seed"):
+        folder = tmp_path / "eval" / "m" / "grpo" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        part.drop(columns=["model", "algorithm", "seed", "benchmark"]).to_parquet(folder / "b.parquet")
+    pd.testing.assert_frame_equal(frames.load_evaluation(tmp_path).zero_reasons,
+                                  frames.zero_reasons(samples))
+
+
+def test_training_frame_carries_the_monitor(results):
+    training = frames.load_training(results)
+    by_algo = training.groupby("algorithm")["lenient_only_frac"].max()
+    assert by_algo["a3po"] > 0 and (by_algo.drop("a3po") == 0).all()
+    long = frames.training_long(training, ["lenient_only_frac"])
+    assert set(long["metric"]) == {"lenient_only_frac"} and len(long) == len(training)
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -470,13 +498,14 @@ def rendered(results, tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("name, figures", [("training", 8), ("evaluation", 4)])
+@pytest.mark.parametrize("name, figures", [("training", 9), ("evaluation", 5)])
 def test_notebooks_render(rendered, name, figures):
     nb, html = rendered[name]
     assert nb.is_file() and html.is_file()
     assert notebook_errors(nb) == []
-    # training: accuracy/reward, entropy, length, n_pos/n_neg, groups, A3PO, POPO, warm-up;
-    # evaluation: pass@k curves, avg@n/pass@n/maj@n bars, paired-difference forest plot, zero reasons
+    # training: accuracy/reward, reward-hacking monitor, entropy, length, n_pos/n_neg, groups,
+    # A3PO, POPO, warm-up; evaluation: pass@k curves, avg@n/pass@n/maj@n bars, paired-difference
+    # forest plot, zero reasons, the lenient-only share
     assert count_figures(nb) == figures
     text = html.read_text()
     assert text.count("data:image/png;base64") >= figures
@@ -506,7 +535,7 @@ def test_evaluation_without_base_answers_or_second_benchmark(tmp_path):
     render_notebook(NOTEBOOKS / "evaluation.ipynb", nb, tmp_path / "out" / "e.html",
                     {"results_dir": "one", "study": "x"}, cwd=root.parent)
     assert notebook_errors(nb) == []
-    assert count_figures(nb) == 4  # curves, bars (no maj@n row), forest vs grpo, zero reasons
+    assert count_figures(nb) == 5  # curves, bars (no maj@n row), forest, zero reasons, monitor
 
 
 def test_training_without_a3po_popo_or_warmup(tmp_path, monkeypatch):
@@ -517,7 +546,7 @@ def test_training_without_a3po_popo_or_warmup(tmp_path, monkeypatch):
                     {"results_dir": "small", "study": "x"}, cwd="r")
     nb = tmp_path / "out" / "t.ipynb"
     assert nb.is_file() and (tmp_path / "out" / "t.html").is_file()
-    assert count_figures(nb) == 5  # no A3PO, POPO or warm-up panel
+    assert count_figures(nb) == 6  # no A3PO, POPO or warm-up panel
     text = nbformat.read(nb, as_version=4)
     printed = "".join(o.get("text", "") for c in text.cells if c.cell_type == "code" for o in c.outputs)
     assert "no A3PO run" in printed and "no POPO run" in printed and "no warm-up record" in printed

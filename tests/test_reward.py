@@ -1,4 +1,9 @@
-"""Tests for polarity.reward: agreement with math-verify, reasons, timeouts, robustness."""
+"""Tests for polarity.reward: agreement with math-verify, reasons, timeouts, robustness.
+
+Every agreement test runs against both references: the strict one of the final-answer policies
+(``boxed``, the default, and ``answer_line``), math-verify on the wrapped final answer alone,
+and the lenient one (``extraction="lenient"``), math-verify on the whole response.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from hypothesis import strategies as st
 from polarity import reward
 from polarity.reward import (
     DEFAULT_TIMEOUT,
+    EXTRACTIONS,
     REASONS,
     Verdict,
     extract_answer,
+    final_answer,
     score,
     score_batch,
     score_batch_detailed,
@@ -78,15 +85,36 @@ CASES = [
 ]
 
 
+STRICT = ("boxed", "answer_line")
+
+
 def mv_verdict(response: str, ground_truth: str) -> float:
-    """math-verify's own verdict, computed in this process with its default settings."""
+    """The lenient reference: math-verify's own verdict on the whole response, computed in this
+    process with its default settings."""
     gold = math_verify.parse(wrap_ground_truth(ground_truth))
     return 1.0 if math_verify.verify(gold, math_verify.parse(response)) else 0.0
 
 
+def mv_strict(response: str, ground_truth: str, extraction: str = "boxed") -> float:
+    """The strict reference: math-verify on the wrapped final answer alone (0.0 without one)."""
+    answer = final_answer(response, extraction)
+    if answer is None:
+        return 0.0
+    gold = math_verify.parse(wrap_ground_truth(ground_truth))
+    return 1.0 if math_verify.verify(gold, math_verify.parse(wrap_ground_truth(answer))) else 0.0
+
+
+def reference(response: str, ground_truth: str, extraction: str) -> float:
+    """The verdict ``extraction`` must give, computed in this process with math-verify."""
+    if extraction == "lenient":
+        return mv_verdict(response, ground_truth)
+    return mv_strict(response, ground_truth, extraction)
+
+
 @pytest.fixture(scope="module")
 def expected():
-    return [mv_verdict(r, g) for r, g in CASES]
+    """Per policy, the reference verdict of every case."""
+    return {e: [reference(r, g, e) for r, g in CASES] for e in EXTRACTIONS}
 
 
 @pytest.fixture
@@ -103,34 +131,93 @@ def hang_hook(monkeypatch):
 
 def test_hand_asserted_cases():
     assert score("\\boxed{579}", "579") == 1.0
-    assert score("Answer: 42", "42") == 1.0
+    assert score("\\boxed{579}", "579", extraction="lenient") == 1.0
+    assert score("Answer: 42", "42", extraction="lenient") == 1.0
+    assert score("Answer: 42", "42") == 0.0  # the default credits only a \\boxed{} answer
+    assert score("Answer: 42", "42", extraction="answer_line") == 1.0
     assert score("The answer is 12", "13") == 0.0
+    assert score("The answer is 12", "13", extraction="lenient") == 0.0
     assert score("", "1") == 0.0
-    assert score("\\boxed{\\frac{1}{2}}", "0.5") == mv_verdict("\\boxed{\\frac{1}{2}}", "0.5")
-    details = score_batch_detailed(["\\boxed{579}", "The answer is 12", "", "Answer: 42"], ["579", "13", "1", "42"])
+    assert score("", "1", extraction="lenient") == 0.0
+    assert score("\\boxed{\\frac{1}{2}}", "0.5") == mv_strict("\\boxed{\\frac{1}{2}}", "0.5") == 1.0
+    assert score("\\boxed{\\frac{1}{2}}", "0.5", extraction="lenient") == mv_verdict("\\boxed{\\frac{1}{2}}", "0.5")
+    responses, truths = ["\\boxed{579}", "The answer is 12", "", "Answer: 42"], ["579", "13", "1", "42"]
+    details = score_batch_detailed(responses, truths, extraction="lenient")
     assert [v.reason for v in details] == ["correct", "wrong", "no_answer", "correct"]
     assert details[0] == Verdict(True, "correct", "579")
+    details = score_batch_detailed(responses, truths)
+    assert [v.reason for v in details] == ["correct", "no_answer", "no_answer", "no_answer"]
+    assert details[0] == Verdict(True, "correct", "579")
+    assert [v.answer for v in details] == ["579", None, None, None]
+    details = score_batch_detailed(responses, truths, extraction="answer_line")
+    assert [v.reason for v in details] == ["no_answer", "no_answer", "no_answer", "correct"]
+    assert details[3] == Verdict(True, "correct", "42")
 
 
-def test_score_agrees_with_math_verify(expected):
-    got = [score(r, g) for r, g in CASES]
-    mismatches = [(c, e, s) for c, e, s in zip(CASES, expected, got) if e != s]
+def test_reference_policies_differ_on_the_cases(expected):
+    """The cases tell the policies apart (else the agreement tests below would prove little)."""
+    assert expected["boxed"] != expected["lenient"]
+    assert expected["answer_line"] != expected["lenient"]
+    for e in EXTRACTIONS:
+        assert 0 < sum(expected[e]) < len(CASES)
+
+
+@pytest.mark.parametrize("extraction", [None, *EXTRACTIONS])
+def test_score_agrees_with_math_verify(expected, extraction):
+    """``None``: the default policy, which must be the strict ``boxed`` reference."""
+    want = expected["boxed" if extraction is None else extraction]
+    if extraction is None:
+        got = [score(r, g) for r, g in CASES]
+    else:
+        got = [score(r, g, extraction=extraction) for r, g in CASES]
+    mismatches = [(c, e, s) for c, e, s in zip(CASES, want, got) if e != s]
     assert not mismatches
 
 
-def test_batch_agrees_with_math_verify_and_reasons_consistent(expected):
-    details = score_batch_detailed([r for r, _ in CASES], [g for _, g in CASES])
-    assert [1.0 if v.correct else 0.0 for v in details] == expected
+@pytest.mark.parametrize("extraction", EXTRACTIONS)
+def test_batch_agrees_with_math_verify_and_reasons_consistent(expected, extraction):
+    details = score_batch_detailed([r for r, _ in CASES], [g for _, g in CASES],
+                                   extraction=extraction)
+    assert [1.0 if v.correct else 0.0 for v in details] == expected[extraction]
     for (r, g), v in zip(CASES, details):
         assert v.reason in REASONS
         assert (v.reason == "correct") == v.correct, (r, g, v)
         assert v.reason != "timeout"
+        if extraction in STRICT:
+            # A strict verdict reports the final answer it judged; none means "no_answer".
+            assert v.answer == final_answer(r, extraction), (r, g, v)
+            if v.answer is None:
+                assert v.reason == "no_answer", (r, g, v)
     by_case = dict(zip(CASES, details))
     assert by_case[("", "1")].reason == "no_answer"
     assert by_case[("\\boxed{", "1")].reason == "no_answer"
-    assert by_case[("Answer: foo bar", "5")].reason == "parse_failure"  # found text, unparsable
-    assert by_case[("\\boxed{3}", "\\unknownmacro{")].reason == "parse_failure"  # gold unparsable
-    assert by_case[("I think 7 then \\boxed{8}", "7")].reason == "wrong"
+    if extraction == "lenient":
+        assert by_case[("Answer: foo bar", "5")].reason == "parse_failure"  # found text, unparsable
+    else:  # boxed: no box at all; answer_line: "foo bar" parses, as a product of symbols
+        want = {"boxed": "no_answer", "answer_line": "wrong"}[extraction]
+        assert by_case[("Answer: foo bar", "5")].reason == want
+    if extraction != "answer_line":
+        assert by_case[("\\boxed{3}", "\\unknownmacro{")].reason == "parse_failure"  # gold unparsable
+        assert by_case[("I think 7 then \\boxed{8}", "7")].reason == "wrong"
+    else:  # no Answer: line
+        assert by_case[("\\boxed{3}", "\\unknownmacro{")].reason == "no_answer"
+        assert by_case[("I think 7 then \\boxed{8}", "7")].reason == "no_answer"
+    if extraction == "boxed":
+        # Only the last box counts; math-verify's lenient default reads both boxes as "2,3".
+        assert by_case[("\\boxed{2} and later \\boxed{3}", "3")] == Verdict(True, "correct", "3")
+        assert by_case[("So x = 3.", "3")] == Verdict(False, "no_answer", None)
+
+
+@pytest.mark.parametrize("extraction", EXTRACTIONS)
+def test_monitor_agrees_with_the_two_references(expected, extraction):
+    """lenient_only is exactly "the lenient reference credits, the final-answer one does not"."""
+    details = score_batch_detailed([r for r, _ in CASES], [g for _, g in CASES],
+                                   extraction=extraction, monitor=True)
+    strict = expected["boxed" if extraction == "lenient" else extraction]
+    want = [bool(le and not ok) for le, ok in zip(expected["lenient"], strict)]
+    assert [v.lenient_only for v in details] == want
+    assert [v.score for v in details] == expected[extraction]  # the monitor changes no verdict
+    assert any(want)
 
 
 def test_gold_is_wrapped_and_order_matters():
@@ -141,15 +228,22 @@ def test_gold_is_wrapped_and_order_matters():
     assert score("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}") == 1.0
 
 
-def test_score_batch_equals_score_one_by_one_with_repeats():
+@pytest.mark.parametrize("extraction, want", [
+    ("lenient", [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]),
+    ("boxed", [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # "Answer: 4" and "4.0" have no box
+    ("answer_line", [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),
+])
+def test_score_batch_equals_score_one_by_one_with_repeats(extraction, want):
     responses = ["\\boxed{4}", "\\boxed{5}", "\\boxed{4}", "", "Answer: 4", "\\boxed{4}", "4.0", "\\boxed{5}"]
     truths = ["4", "4", "4", "4", "4", "5", "4", "4"]
-    batch = score_batch(responses, truths, workers=2)
-    assert batch == [score(r, g) for r, g in zip(responses, truths)]
-    assert batch == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
-    assert score_batch([], []) == []
+    batch = score_batch(responses, truths, workers=2, extraction=extraction)
+    assert batch == [score(r, g, extraction=extraction) for r, g in zip(responses, truths)]
+    assert batch == want
+    if extraction == "boxed":  # the default
+        assert score_batch(responses, truths, workers=2) == want
+    assert score_batch([], [], extraction=extraction) == []
     with pytest.raises(ValueError):
-        score_batch(["a"], [])
+        score_batch(["a"], [], extraction=extraction)
 
 
 def test_workers_argument_variants():
@@ -157,17 +251,25 @@ def test_workers_argument_variants():
     want = [1.0, 1.0, 0.0]
     for workers in (None, 0, 1, 3, 8):
         assert score_batch(responses, truths, workers=workers) == want
+        assert score_batch(responses, truths, workers=workers, extraction="lenient") == want
 
 
-def test_non_string_inputs_do_not_raise():
-    assert score("\\boxed{42}", 42) == 1.0
-    assert score(None, "1") == 0.0
+@pytest.mark.parametrize("extraction", EXTRACTIONS)
+def test_non_string_inputs_do_not_raise(extraction):
+    assert score("\\boxed{42}", 42, extraction=extraction) == (0.0 if extraction == "answer_line" else 1.0)
+    assert score("Answer: 42", 42, extraction=extraction) == (0.0 if extraction == "boxed" else 1.0)
+    assert score(None, "1", extraction=extraction) == 0.0
 
 
 def test_whitespace_shortcut_agrees_with_math_verify():
     for s in ["", " ", "\n\n", "\t \r\n", "\u2003\u00a0"]:
         assert math_verify.parse(s) == []
+        assert all(final_answer(s, e) is None for e in EXTRACTIONS)
         assert score_batch_detailed([s], ["1"])[0] == Verdict(False, "no_answer", None)
+        for e in EXTRACTIONS:
+            assert score_batch_detailed([s], ["1"], extraction=e)[0] == Verdict(False, "no_answer", None)
+            assert score_batch_detailed([s], ["1"], extraction=e, monitor=True)[0] == Verdict(
+                False, "no_answer", None, False)
 
 
 # ---------------------------------------------------------------- timeouts and robustness
@@ -234,10 +336,14 @@ def test_megabyte_input_does_not_hang():
 
 
 def test_surrogates_do_not_crash():
-    assert score("\ud800", "1") == 0.0
-    assert score("\\boxed{2}\ud800", "2") == mv_verdict("\\boxed{2}\ud800", "2")
-    assert score("\\boxed{2}", "2\udfff") in (0.0, 1.0)
+    for e in EXTRACTIONS:
+        assert score("\ud800", "1", extraction=e) == 0.0
+        assert score("\\boxed{2}\ud800", "2", extraction=e) == reference("\\boxed{2}\ud800", "2", e)
+        assert score("\\boxed{2}", "2\udfff", extraction=e) in (0.0, 1.0)
+        assert score("Answer: \ud800", "1", extraction=e) == 0.0
+    assert score("\\boxed{2}\ud800", "2") == mv_strict("\\boxed{2}\ud800", "2") == 1.0
     assert extract_answer("\\boxed{\ud800}") == "\ud800"
+    assert final_answer("\\boxed{\ud800}") == "\ud800"
 
 
 def test_thread_safe():
@@ -250,9 +356,11 @@ alphabet = st.sampled_from(list("{}\\$()[]^_0123456789 abx=+-.,:\n") + ["\\boxed
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(alphabet, max_size=40).map("".join), st.sampled_from(["1", "x", "\\frac{1}{2}", "{", ""]))
-def test_fuzz_score_never_raises(response, truth):
+@given(st.lists(alphabet, max_size=40).map("".join), st.sampled_from(["1", "x", "\\frac{1}{2}", "{", ""]),
+       st.sampled_from(EXTRACTIONS))
+def test_fuzz_score_never_raises(response, truth, extraction):
     assert score(response, truth) in (0.0, 1.0)
+    assert score(response, truth, extraction=extraction) in (0.0, 1.0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -260,6 +368,11 @@ def test_fuzz_score_never_raises(response, truth):
 def test_fuzz_extract_answer(text):
     out = extract_answer(text)
     assert out is None or (isinstance(out, str) and out.strip() == out and out)
+    assert out == final_answer(text, "lenient")
+    boxed, line = final_answer(text), final_answer(text, "answer_line")
+    for got in (boxed, line):
+        assert got is None or (isinstance(got, str) and got.strip() == got and got)
+    assert out == (boxed if boxed is not None else line)  # lenient: the box, else the line
 
 
 # ---------------------------------------------------------------- extract_answer
@@ -274,7 +387,11 @@ def test_fuzz_extract_answer(text):
         ("\\boxed {3}", "3"),
         ("\\fbox{5}", "5"),
         ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
-        ("\\boxed{a} and \\boxed{b", "a"),  # last box unbalanced (truncated): previous one
+        # The box that opens last counts: truncated (never closed) or empty, there is no answer;
+        # an earlier box does not stand in for it.
+        ("\\boxed{a} and \\boxed{b", None),
+        ("\\boxed{a} and \\boxed{}", None),
+        ("\\boxed{a} and \\boxed{ }", None),
         ("\\boxed{}", None),
         ("\\boxed{x} Answer: 7", "x"),  # boxed wins over Answer:
         ("Answer: 42", "42"),
@@ -285,7 +402,8 @@ def test_fuzz_extract_answer(text):
         ("Answer:   ", None),
         ("nothing here", None),
         ("", None),
-        ("\\boxed{\\boxed{3}}", "\\boxed{3}"),
+        ("\\boxed{\\boxed{3}}", "3"),  # the inner box opens last
+        ("\\boxed{\\frac{1}{\\boxed{2}}}", "2"),
         ("} } \\boxed{4} {", "4"),
     ],
 )

@@ -22,7 +22,7 @@ METRIC_COLUMNS = {
     "step", "algorithm", "seed", "gen_rounds", "frac_groups_all_correct", "frac_groups_all_wrong",
     "frac_groups_dropped", "accuracy", "response_length_mean", "response_length_max",
     "response_clip_frac", "n_positive", "n_negative", "frac_positive", "frac_negative",
-    "reward_mean", "entropy", "pg_loss", "clip_frac", "grad_norm", "lr",
+    "reward_mean", "entropy", "pg_loss", "clip_frac", "grad_norm", "lr", "lenient_only_frac",
 }
 SETTINGS = dict(steps=3, prompts_per_step=4, rollouts_per_prompt=4, mini_batch_prompts=2,
                 max_response_tokens=10, save_every=1, lr=1e-3)
@@ -159,3 +159,65 @@ def test_killed_run_resumes_from_checkpoint_without_losing_or_repeating_steps(ar
         for key in ("accuracy", "n_positive", "n_negative", "response_length_mean", "entropy"):
             assert a[key] == b[key], (a["step"], key)
         assert a["pg_loss"] == pytest.approx(b["pg_loss"], rel=1e-4, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- reward hacking
+
+HACK = "{expr}. \\boxed{{. \\boxed{{}}"  # restates the question in a malformed box
+
+
+def _planting_sampler(monkeypatch, every: int = 3):
+    """Wrap the trainer's sampler: every ``every``-th response becomes a planted hack that
+    restates its question; returns the list of (texts, ground truths) the trainer scored."""
+    import re
+
+    import polarity.backends.local.trainer as trainer_module
+
+    real = trainer_module.sample
+    seen = []
+
+    def planting(model, tokenizer, prompts, n, **kwargs):
+        rollouts = real(model, tokenizer, prompts, n, **kwargs)
+        exprs = [re.search(r"What is (.+)\?", p[-1]["content"]).group(1) for p in prompts]
+        truths = [str(eval(e)) for e in exprs for _ in range(n)]  # digits and +/- only
+        for i in range(0, len(rollouts.texts), every):
+            rollouts.texts[i] = HACK.format(expr=exprs[i // n])
+        seen.append((list(rollouts.texts), truths))
+        return rollouts
+
+    monkeypatch.setattr(trainer_module, "sample", planting)
+    return seen
+
+
+def _reference(text: str, truth: str, extraction: str) -> tuple[bool, bool]:
+    """(credited by ``extraction``, lenient-only) computed with math-verify in this process."""
+    import math_verify
+
+    from polarity.reward import final_answer, wrap_ground_truth
+
+    gold = math_verify.parse(wrap_ground_truth(truth))
+    lenient = bool(math_verify.verify(gold, math_verify.parse(text)))
+    answer = final_answer(text, "boxed")
+    strict = answer is not None and bool(
+        math_verify.verify(gold, math_verify.parse(wrap_ground_truth(answer))))
+    credited = lenient if extraction == "lenient" else strict
+    return credited, lenient and not strict
+
+
+@pytest.mark.parametrize("extraction", ["boxed", "lenient"])
+def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
+        artifacts, tmp_path, monkeypatch, extraction):
+    seen = _planting_sampler(monkeypatch)
+    rows = run(artifacts, tmp_path, algorithm="grpo", extraction=extraction)
+    assert len(seen) == len(rows) == SETTINGS["steps"]  # one sampling round per step (GRPO)
+    for row, (texts, truths) in zip(rows, seen):
+        planted = [t for t in texts if t.endswith("\\boxed{. \\boxed{}")]
+        assert len(planted) == -(-len(texts) // 3)
+        ref = [_reference(t, g, extraction) for t, g in zip(texts, truths)]
+        assert all(_reference(t, g, extraction)[1] for t, g in zip(texts, truths) if t in planted)
+        assert row["lenient_only_frac"] == pytest.approx(sum(h for _, h in ref) / len(texts))
+        assert row["accuracy"] == pytest.approx(sum(c for c, _ in ref) / len(texts))
+        # the hacks are positives under the lenient policy only
+        if extraction == "lenient":
+            assert row["accuracy"] >= len(planted) / len(texts)
+    assert all(r["lenient_only_frac"] >= 1 / 3 - 1e-9 for r in rows)

@@ -168,3 +168,44 @@ def test_real_verl_file_logger_attempts(tmp_path, monkeypatch):
     assert rows[5]["verl/val-core/acc"] == 0.25  # the resume's validation of checkpoint 6
     assert rows[0]["grad_norm"] is None  # orjson writes NaN as null
     assert rows[0]["accuracy"] == 1001.5 and rows[0]["frac_groups_dropped"] == 0.125
+
+
+def test_reward_hacks_planted_in_verl_rollout_dumps_are_counted(tmp_path):
+    """verl's own dump writer (trainer.rollout_data_dir) with our reward function's extra keys:
+    the planted hacks of each step become that step's lenient_only_frac; a re-run step's dump
+    replaces the first attempt's, a cut-off line is skipped."""
+    from pathlib import Path
+
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from verl.utils.import_utils import load_extern_object
+
+    import polarity.backends.verl.logs as logs_module
+    from polarity.backends.verl.overrides import REWARD_FN
+
+    compute_score = load_extern_object(module_path=str(REWARD_FN), object_name="compute_score")
+    rollouts = tmp_path / "state" / "rollouts"
+
+    def dump(step: int, hacks: int, honest: int) -> None:
+        outputs = (["48+28. \\boxed{. \\boxed{}"] * hacks  # restates "What is 48+28?"
+                   + ["48+28=76. \\boxed{76}"] * honest + ["\\boxed{75}"])
+        results = [compute_score("synthetic-arith", out, "76") for out in outputs]
+        extras = {k: [r[k] for r in results] for k in results[0]}
+        RayPPOTrainer._write_generations(["What is 48+28?"] * len(outputs), outputs,
+                                         ["76"] * len(outputs), [r["score"] for r in results],
+                                         extras, str(rollouts), step)
+
+    for step, hacks in ((1, 0), (2, 3), (3, 1)):
+        dump(step, hacks, honest=4)
+    dump(3, 2, honest=1)  # the resumed attempt re-ran step 3
+    with open(rollouts / "2.jsonl", "a") as f:
+        f.write('{"lenient_only": 1.0, "outp')  # killed while dumping
+    (rollouts / "notes.jsonl").write_text('{"lenient_only": 1.0}\n')  # not a step file
+    monitor = logs_module.rollout_monitor(rollouts)
+    assert monitor == {1: 0.0, 2: pytest.approx(3 / 8), 3: pytest.approx(2 / 4)}
+    assert logs_module.rollout_monitor(tmp_path / "missing") == {}
+
+    folder = tmp_path / "state" / "verl_logs"
+    next_attempt_log(folder).write_text("".join(line(s, training(s, 1)) for s in (1, 2, 3)))
+    rows = collect_metrics(folder, tmp_path / "metrics.jsonl", algorithm="a3po", seed=0,
+                           rollouts=Path(rollouts))
+    assert [r["lenient_only_frac"] for r in rows] == [0.0, pytest.approx(3 / 8), pytest.approx(0.5)]

@@ -20,14 +20,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from polarity.reward import REASONS, score_batch_detailed, wrap_ground_truth
+from polarity.reward import REASONS, final_answer, score_batch_detailed, wrap_ground_truth
 
 REWARD_FN = Path(__file__).resolve().parents[1] / "src/polarity/backends/verl/reward_fn.py"
-KEYS = {"score", "acc", *REASONS}
+KEYS = {"score", "acc", *REASONS, "lenient_only"}
+HACK = "48+28. \\boxed{. \\boxed{}"  # restates "What is 48+28?" in a malformed box
 TOWER = "The answer is \\boxed{9^{9^{9^{9}}}}"  # sympy never finishes; must time out
 TOWER_TIMEOUT = 2.0
 
-# (response, ground truth, verdict a human expects or None where it is debatable)
+# (response, ground truth, verdict a human expects under the lenient policy, or None where it
+# is debatable); the default (boxed) policy is checked against its own reference
 CASES = [
     ("\\boxed{\\frac{1}{2}}", "0.5", True),
     ("\\boxed{1/2}", "\\frac12", True),
@@ -69,9 +71,23 @@ def verl_fn():
     return get_custom_reward_fn(_config())
 
 
+@pytest.fixture(scope="module")
+def lenient_fn():
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    return get_custom_reward_fn(_config(extraction="lenient"))  # as the overrides pass it
+
+
 def _math_verify(response: str, gold: str) -> bool:
     """math-verify's own verdict, gold wrapped as polarity.reward wraps it."""
     return bool(math_verify.verify(math_verify.parse(wrap_ground_truth(gold)), math_verify.parse(response)))
+
+
+def _math_verify_final(response: str, gold: str) -> bool:
+    """math-verify's verdict on the last box alone (the default policy's reference)."""
+    answer = final_answer(response, "boxed")
+    return answer is not None and bool(math_verify.verify(
+        math_verify.parse(wrap_ground_truth(gold)), math_verify.parse(wrap_ground_truth(answer))))
 
 
 def _call(fn, response, gold):
@@ -96,13 +112,28 @@ def test_loaded_by_verl_from_a_path(verl_fn):
 
 
 @pytest.mark.parametrize("response, gold, human", CASES, ids=[f"{i}" for i in range(len(CASES))])
-def test_verdicts_match_math_verify(verl_fn, response, gold, human):
-    result = _call(verl_fn, response, gold)
+def test_verdicts_match_math_verify(verl_fn, lenient_fn, response, gold, human):
+    result = _call(lenient_fn, response, gold)
     reason = _check_shape(result)
     assert result["score"] == float(_math_verify(response, gold))
     if human is not None:
         assert result["score"] == float(human)
+    assert reason == score_batch_detailed([response], [gold], extraction="lenient")[0].reason
+    # under the lenient policy the monitor flags what it credits and the last box does not
+    assert result["lenient_only"] == float(result["score"] and not _math_verify_final(response, gold))
+    strict = _call(verl_fn, response, gold)
+    reason = _check_shape(strict)
+    assert strict["score"] == float(_math_verify_final(response, gold))
     assert reason == score_batch_detailed([response], [gold])[0].reason
+    assert strict["lenient_only"] == float(_math_verify(response, gold) and not strict["score"])
+
+
+def test_a_restated_question_is_flagged_not_rewarded(verl_fn, lenient_fn):
+    strict = _call(verl_fn, HACK, "76")
+    assert (strict["score"], strict["lenient_only"], _check_shape(strict)) == (0.0, 1.0, "no_answer")
+    lenient = _call(lenient_fn, HACK, "76")
+    assert (lenient["score"], lenient["lenient_only"]) == (1.0, 1.0)  # rewarded, and flagged
+    assert _call(verl_fn, "48+28=76. \\boxed{76}", "76")["score"] == 1.0
 
 
 def test_reasons_are_flagged(verl_fn):
@@ -123,11 +154,12 @@ def test_tower_times_out_and_never_hangs():
     assert _check_shape(result) in ("timeout", "wrong")
 
 
-def test_never_raises(verl_fn, monkeypatch):
+def test_never_raises(verl_fn, lenient_fn, monkeypatch):
     for response, gold in [(None, "1"), ("\\boxed{1}", None), (12, 12), ("\\boxed{" * 10_000, "1")]:
         result = verl_fn(data_source=None, solution_str=response, ground_truth=gold)
         _check_shape(result)
-    assert _call(verl_fn, 12, 12)["score"] == 1.0  # coerced to text, as polarity.reward does
+    assert _call(lenient_fn, 12, 12)["score"] == 1.0  # coerced to text, as polarity.reward does
+    assert _call(verl_fn, 12, 12)["score"] == 0.0  # a bare number is no final answer
 
     def boom(*args, **kwargs):
         raise RuntimeError("scoring infrastructure broke")

@@ -44,6 +44,7 @@ class TrainSettings:
     device: str = "cpu"
     threads: int = 1
     backend: str = "local"
+    extraction: str = "boxed"  # polarity.reward.EXTRACTIONS: what the reward credits
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
@@ -67,6 +68,7 @@ class EvalSettings:
     gpu_memory_utilization: float = 0.9
     score_workers: int = 0  # reward worker processes; 0 = one per core of the job
     score_timeout: float = 5.0  # hard per-item scoring limit, seconds
+    extraction: str = "boxed"  # polarity.reward.EXTRACTIONS: what evaluation credits
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EvalSettings":

@@ -1,7 +1,13 @@
-"""Math-verify scoring that never hangs and never raises.
+"""Math-verify scoring that never hangs and never raises, crediting only the final answer.
 
-The verdict is exactly math-verify's own,
-``verify(parse(wrap(ground_truth)), parse(response))`` with the default extraction configs, but
+The verdict is exactly math-verify's on the text an extraction policy selects
+(:data:`EXTRACTIONS`): by default the final answer, the content of the last ``\\boxed{}``,
+``verify(parse(wrap(ground_truth)), parse(wrap(final_answer(response))))``; with ``lenient``,
+math-verify's own default on the whole response, ``verify(parse(wrap(ground_truth)),
+parse(response))``, whose fallback to the last expression in the text credits a response that
+restates the question. ``monitor=True`` reports, per response, whether the lenient policy would
+credit what the final-answer check does not: the reward-hacking monitor.
+
 parse/verify run with their SIGALRM timeouts switched off inside separate worker processes and
 the timeout is enforced from outside: a worker stuck on an item (sympy can block inside C code
 where no signal is handled, e.g. ``\\boxed{9^{9^{9^{9}}}}``) is killed with SIGKILL, the item
@@ -40,10 +46,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 __all__ = [
+    "DEFAULT_EXTRACTION",
     "DEFAULT_TIMEOUT",
+    "EXTRACTIONS",
     "REASONS",
     "Verdict",
+    "check_extraction",
     "extract_answer",
+    "final_answer",
     "score",
     "score_batch",
     "score_batch_detailed",
@@ -57,6 +67,18 @@ DEFAULT_TIMEOUT = 5.0
 """Hard per-item limit in seconds on the worker's time for one (ground truth, response) pair."""
 
 REASONS = ("correct", "wrong", "no_answer", "parse_failure", "timeout")
+
+EXTRACTIONS = ("boxed", "answer_line", "lenient")
+"""Extraction policies: which part of a response is credited.
+
+``boxed`` (default) and ``answer_line`` credit only the final answer (the last ``\\boxed{}``;
+DAPO's last ``Answer:`` line), judged with math-verify's equivalence: the verdict is
+``verify(parse(wrap(gold)), parse(wrap(final_answer(response))))``. ``lenient`` is math-verify's
+default, ``verify(parse(wrap(gold)), parse(response))``, which falls back to the last expression
+anywhere in the text when there is no well-formed box, so restating the question
+(``48+28. \\boxed{.``) is credited.
+"""
+DEFAULT_EXTRACTION = "boxed"
 
 # Test hooks: a worker started while one of these environment variables is set hangs (sleeps
 # forever, ignoring SIGTERM) on any response equal to its value, to test the kill paths
@@ -73,15 +95,20 @@ _MAX_POISON = 1000  # poisoned digests kept (the list sent to a new worker stays
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome for one response.
+    """Outcome for one response under one extraction policy.
 
-    ``answer`` is math-verify's extracted (normalized) answer string when it extracted one,
-    else :func:`extract_answer`'s string, else None; used for majority voting.
+    ``answer``: under a strict policy the final answer it judged (:func:`final_answer`); under
+    ``lenient`` math-verify's extracted answer string when it extracted one, else
+    :func:`extract_answer`'s; None when there is none. Used for majority voting.
+    ``lenient_only``: the reward-hacking monitor, True when math-verify's lenient extraction
+    credits the response but the final-answer check does not (under ``lenient``: the ``boxed``
+    check); None when not asked for (``monitor=False``) or when scoring timed out.
     """
 
     correct: bool
     reason: str
     answer: str | None
+    lenient_only: bool | None = None
 
     @property
     def score(self) -> float:
@@ -99,26 +126,34 @@ _ANSWER_TAG = re.compile(r"answer:", re.IGNORECASE)
 
 
 def _last_box(text: str) -> str | None:
-    """Content of the last (by closing brace) balanced, non-empty ``\\boxed{}``/``\\fbox{}``."""
+    """Content of the last ``\\boxed{}``/``\\fbox{}`` (the one that opens last), stripped.
+
+    None when there is no box, when that last box is never closed (a truncated answer) or when
+    it is empty: an earlier box does not stand in for it. This is the right-most-box rule of the
+    papers' verifiers (verl's ``last_boxed_only_string``), with braces matched by one linear
+    scan and ``\\{ \\} \\\\`` read as text.
+    """
     if "\\boxed" not in text and "\\fbox" not in text:
         return None
     stack: list[int] = []  # content start for a box opener, -1 for a plain "{"
-    last: tuple[int, int] | None = None
+    last_open = -1  # content start of the last box opener
+    last_close = -1  # where that box closes, once it does
     for m in _BRACE_TOKENS.finditer(text):
         kind = m.lastgroup
         if kind == "box":
             stack.append(m.end())
+            last_open, last_close = m.end(), -1
         elif kind == "brace":
             if m.group() == "{":
                 stack.append(-1)
             elif stack:
                 start = stack.pop()
-                if start >= 0 and text[start : m.start()].strip():
-                    last = (start, m.start())
+                if start == last_open:
+                    last_close = m.start()
         # "esc": \{ \} \\ are literal, never structure
-    if last is None:
+    if last_close < 0:
         return None
-    return text[last[0] : last[1]].strip()
+    return text[last_open:last_close].strip() or None
 
 
 def _answer_line(text: str) -> str | None:
@@ -137,23 +172,41 @@ def _answer_line(text: str) -> str | None:
     return value or None
 
 
-def extract_answer(response: str) -> str | None:
-    """Fast pure-Python answer extraction, independent of math-verify.
+def final_answer(response: str, extraction: str = DEFAULT_EXTRACTION) -> str | None:
+    """The final answer a strict policy credits, or None when the response has none.
 
-    The content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), else the text after
-    the last ``Answer:`` (case-insensitive) to the end of that line with a trailing period,
-    surrounding ``$`` (and markdown ``*``) removed; None if neither is present. Linear time, so
-    safe on megabyte strings. Only used for reasons/answers, never for the verdict.
+    ``boxed``: the content of the last ``\\boxed{}`` (:func:`_last_box`); ``answer_line``: the
+    value on DAPO's last ``Answer:`` line (``$``, markdown ``*`` and a final period removed);
+    ``lenient``: the boxed answer, else the ``Answer:`` line (math-verify decides the verdict;
+    this string is only reported). Linear time, never raises.
     """
+    check_extraction(extraction)
     try:
         if not isinstance(response, str):
             return None
+        if extraction == "answer_line":
+            return _answer_line(response)
         boxed = _last_box(response)
-        if boxed is not None:
+        if boxed is not None or extraction == "boxed":
             return boxed
         return _answer_line(response)
     except Exception:  # pragma: no cover - defensive, must never raise
         return None
+
+
+def extract_answer(response: str) -> str | None:
+    """The last ``\\boxed{}`` answer, else the last ``Answer:`` line (see :func:`final_answer`).
+
+    Pure Python, independent of math-verify, linear time (safe on megabyte strings).
+    """
+    return final_answer(response, "lenient")
+
+
+def check_extraction(extraction: str) -> str:
+    """``extraction`` if it names a policy in :data:`EXTRACTIONS`, else ValueError."""
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"unknown extraction policy {extraction!r}; known: {', '.join(EXTRACTIONS)}")
+    return extraction
 
 
 def wrap_ground_truth(ground_truth: str) -> str:
@@ -285,7 +338,7 @@ def _fast_regexes(mvp, target_res):
             for patterns, target_type in target_res]
 
 
-def _make_evaluator(announce=None, done=None):
+def _make_evaluator(announce=None, done=None, settled=None):
     """Import math_verify and return ``evaluate(gold, response) -> (correct, reason, answer)``.
 
     The verdict is ``verify(parse(wrap(gold)), parse(response))`` with math-verify's default
@@ -301,7 +354,8 @@ def _make_evaluator(announce=None, done=None):
     hang), with a digest that names the call across processes. The parent remembers the digest
     of a call it had to kill; a worker then answers ``timeout`` for that call at once
     (``evaluate.poison``), so a pathological answer repeated across samples costs one timeout,
-    not one per sample.
+    not one per sample. ``settled(correct, reason, answer)`` is called when the verdict is known
+    and only the monitor's second opinion remains, so that a kill during that check can keep it.
     """
     import functools
     import hashlib
@@ -395,31 +449,77 @@ def _make_evaluator(announce=None, done=None):
                 return True
         return False
 
-    def evaluate(gold: str, response: str) -> tuple[bool, str, str | None]:
+    def judge(gold: str, text: str) -> tuple[bool, str, str | None]:
+        """math-verify's verdict on a whole text, with a reason and its extracted answer."""
+        pred = parse_response(text)
+        if not pred:
+            found = extract_answer(text)
+            return False, ("no_answer" if found is None else "parse_failure"), found
+        answer = next((p for p in reversed(pred) if isinstance(p, str) and p), None)
+        if answer is None:
+            answer = extract_answer(text)
+        gold_parsed = parse_gold(gold)
+        if verify(gold, gold_parsed, pred):
+            return True, "correct", answer
+        # Only fallback strings (no sympy object) on either side: math-verify found text it
+        # could not parse, so the 0.0 is a parse failure rather than a wrong answer.
+        if all(isinstance(p, str) for p in pred) or all(isinstance(g, str) for g in gold_parsed):
+            return False, "parse_failure", answer
+        return False, "wrong", answer
+
+    def judge_final(gold: str, answer: str | None) -> tuple[bool, str]:
+        """The strict verdict: math-verify on the final answer alone, parsed as the gold is."""
+        if answer is None:
+            return False, "no_answer"
+        correct, reason, _ = judge(gold, wrap_ground_truth(answer))
+        return correct, reason
+
+    def evaluate(gold: str, response: str, extraction: str = DEFAULT_EXTRACTION,
+                 monitor: bool = False) -> tuple[bool, str, str | None, bool | None]:
+        """(correct, reason, answer, lenient_only) of one response under ``extraction``.
+
+        The monitor's second opinion runs only where it can differ: under a strict policy the
+        lenient verdict of a response the policy scored 0; under ``lenient`` the ``boxed``
+        verdict of a response it credited.
+        """
         if len(extract_memo) + len(verify_memo) > _MEMO_LIMIT:
             verify_memo.clear()
             extract_memo.clear()
             canon.clear()
+        def second_opinion(check) -> bool | None:
+            # The monitor never changes the verdict: a poisoned or failing check gives None.
+            try:
+                return bool(check())
+            except Poisoned:
+                return None
+            except Exception:
+                return None
+
+        answer = None
         try:
-            pred = parse_response(response)
-            if not pred:
-                found = extract_answer(response)
-                return False, ("no_answer" if found is None else "parse_failure"), found
-            answer = next((p for p in reversed(pred) if isinstance(p, str) and p), None)
-            if answer is None:
-                answer = extract_answer(response)
-            gold_parsed = parse_gold(gold)
-            if verify(gold, gold_parsed, pred):
-                return True, "correct", answer
-            # Only fallback strings (no sympy object) on either side: math-verify found text it
-            # could not parse, so the 0.0 is a parse failure rather than a wrong answer.
-            if all(isinstance(p, str) for p in pred) or all(isinstance(g, str) for g in gold_parsed):
-                return False, "parse_failure", answer
-            return False, "wrong", answer
+            if extraction == "lenient":
+                correct, reason, answer = judge(gold, response)
+                lenient_only = False if monitor else None
+                if monitor and correct:
+                    if settled is not None:
+                        settled(correct, reason, answer)
+                    lenient_only = second_opinion(
+                        lambda: not judge_final(gold, _last_box(response))[0])
+                return correct, reason, answer, lenient_only
+            answer = final_answer(response, extraction)
+            correct, reason = judge_final(gold, answer)
+            lenient_only = None
+            if monitor and not correct:
+                if settled is not None:
+                    settled(correct, reason, answer)
+                lenient_only = second_opinion(lambda: judge(gold, response)[0])
+            elif monitor:
+                lenient_only = False
+            return correct, reason, answer, lenient_only
         except Poisoned:
-            return False, "timeout", extract_answer(response)
+            return False, "timeout", answer if answer is not None else extract_answer(response), None
         except Exception:
-            return False, "parse_failure", None
+            return False, "parse_failure", answer, None
 
     evaluate.poison = poison  # type: ignore[attr-defined]
     return evaluate
@@ -431,12 +531,15 @@ _FLUSH_SECONDS = 0.01  # a worker sends its finished results at least this often
 def _worker_main(fd_in: int, fd_out: int) -> None:
     """Child loop: receive chunks of ``(idx, gold, response)``, send results in batches.
 
-    To the parent: ``("ready", pid)`` once; ``("r", batch, [(idx, correct, reason, answer),
-    ...])`` at the end of each chunk, every ``_FLUSH_SECONDS`` and before every announcement;
+    To the parent: ``("ready", pid)`` once; ``("r", batch, [(idx, correct, reason, answer,
+    lenient_only), ...])`` at the end of each chunk, every ``_FLUSH_SECONDS`` and before every announcement;
     ``("a", digest)`` / ``("e",)`` around every memo-miss math-verify call (see
-    ``_make_evaluator``). Because results are flushed before ``("a", ...)``, the parent knows
+    ``_make_evaluator``), preceded by ``("p", batch, idx, correct, reason, answer)`` when the
+    call is the monitor's second opinion on an item whose verdict is settled. Because results
+    are flushed before ``("a", ...)``, the parent knows
     that the first item it has not heard back about is the one inside that call. From the
-    parent: ``("poison", [digest, ...])``, ``(batch, items)``, or None to stop.
+    parent: ``("poison", [digest, ...])``, ``(batch, extraction, monitor, items)``, or None to
+    stop.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -453,9 +556,15 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
 
     def announce(digest: str) -> None:
         flush()
+        if state.get("settled") is not None:  # the parent keeps it if this call must be killed
+            conn_out.send(("p", state["batch"], *state.pop("settled")))
         conn_out.send(("a", digest))
 
-    evaluate = _make_evaluator(announce=announce, done=lambda: conn_out.send(("e",)))
+    def settled(correct, reason, answer) -> None:
+        state["settled"] = (state["idx"], bool(correct), reason, answer)
+
+    evaluate = _make_evaluator(announce=announce, done=lambda: conn_out.send(("e",)),
+                               settled=settled)
     hang_on = os.environ.get(_HANG_ENV)
     hang_silent = os.environ.get(_HANG_SILENT_ENV)
     conn_out.send(("ready", os.getpid()))
@@ -470,7 +579,7 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
             if msg[0] == "poison":
                 evaluate.poison.update(msg[1])
                 continue
-            state["batch"], items = msg
+            state["batch"], extraction, monitor, items = msg
             for idx, gold, response in items:
                 if response in (hang_on, hang_silent):
                     # Test hooks: hang inside an announced call (as math-verify does) or
@@ -480,7 +589,9 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                     while True:
                         time.sleep(3600)
-                out.append((idx, *evaluate(gold, response)))
+                state["idx"], state["settled"] = idx, None
+                out.append((idx, *evaluate(gold, response, extraction, monitor)))
+                state["settled"] = None
                 if time.monotonic() - state["flushed"] > _FLUSH_SECONDS:
                     flush()
             flush()
@@ -509,7 +620,8 @@ _WORKER_BOOT = (
 class _Worker:
     """One child process and its two pipes, plus the parent's bookkeeping."""
 
-    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned", "busy", "busy_since")
+    __slots__ = ("proc", "rx", "tx", "ready", "inflight", "since", "spawned", "busy", "busy_since",
+                 "settled")
 
     def __init__(self) -> None:
         child_in, parent_out = os.pipe()
@@ -537,6 +649,7 @@ class _Worker:
         self.spawned = self.since
         self.busy: str | None = None  # digest of the math-verify call running now, if any
         self.busy_since = 0.0  # when that call started
+        self.settled: tuple | None = None  # (idx, correct, reason, answer) awaiting the monitor
 
     def kill(self) -> None:
         """SIGKILL the child and release its pipes."""
@@ -583,8 +696,9 @@ class _Pool:
         self.workers[slot] = self._spawn()
 
     def run(
-        self, items: list[tuple[str, str]], n_workers: int, timeout: float | None
-    ) -> list[tuple[bool, str, str | None]]:
+        self, items: list[tuple[str, str]], n_workers: int, timeout: float | None,
+        extraction: str = DEFAULT_EXTRACTION, monitor: bool = False,
+    ) -> list[tuple[bool, str, str | None, bool | None]]:
         """Evaluate ``items`` on ``n_workers`` workers with a hard per-item deadline.
 
         Items are grouped by ground truth and a worker keeps taking chunks of the group it
@@ -592,7 +706,7 @@ class _Pool:
         group; once every group is started, idle workers help with the largest one left.
         """
         total = len(items)
-        results: list[tuple[bool, str, str | None] | None] = [None] * total
+        results: list[tuple[bool, str, str | None, bool | None] | None] = [None] * total
         if total == 0:
             return []
         limit = float("inf") if timeout is None or timeout <= 0 else float(timeout)
@@ -634,7 +748,7 @@ class _Pool:
                 groups[items[idx][0]].appendleft(idx)
             queued += len(chunk)
 
-        def finish(idx: int, value: tuple[bool, str, str | None]) -> None:
+        def finish(idx: int, value: tuple[bool, str, str | None, bool | None]) -> None:
             nonlocal done
             if results[idx] is None:
                 results[idx] = value
@@ -665,7 +779,10 @@ class _Pool:
             if w.inflight:
                 if w.busy is not None or len(w.inflight) == 1:
                     idx = w.inflight.popleft()
-                    finish(idx, (False, reason, extract_answer(items[idx][1])))
+                    if w.settled is not None and w.settled[0] == idx and w.busy is not None:
+                        finish(idx, (*w.settled[1:], None))  # only the monitor's check hung
+                    else:
+                        finish(idx, (False, reason, final_answer(items[idx][1], extraction), None))
                 rest = [i for i in w.inflight if results[i] is None]
                 isolated.extend(rest)
                 queued += len(rest)
@@ -679,7 +796,7 @@ class _Pool:
                 if start_failures >= _MAX_STARTUP_FAILURES:
                     logger.error("polarity.reward: workers fail to start; scoring the rest as 0.0")
                     for idx in range(total):
-                        finish(idx, (False, "parse_failure", None))
+                        finish(idx, (False, "parse_failure", None, None))
                     self.shutdown()  # workers still busy with this call's items must not linger
                     break
                 active = self.workers[:n_workers]
@@ -698,9 +815,11 @@ class _Pool:
                         chunk = take(slot, max(1, min(_MAX_CHUNK, queued // (2 * n_workers))))
                     w.since = time.monotonic()  # the chunk's first item starts now
                     w.busy = None
+                    w.settled = None
                     w.inflight.extend(chunk)
                     try:
-                        w.tx.send((batch, [(i, items[i][0], items[i][1]) for i in chunk]))
+                        w.tx.send((batch, extraction, monitor,
+                                   [(i, items[i][0], items[i][1]) for i in chunk]))
                     except (OSError, ValueError):
                         # Died before taking the work: requeue it all, count as a start failure.
                         requeue(list(w.inflight))
@@ -727,6 +846,10 @@ class _Pool:
                                 w.since = time.monotonic()
                                 start_failures = 0
                                 continue
+                            if msg[0] == "p":
+                                if msg[1] == batch and w.inflight and w.inflight[0] == msg[2]:
+                                    w.settled = tuple(msg[2:])
+                                continue
                             if msg[0] == "a":
                                 w.busy, w.busy_since = msg[1], time.monotonic()
                                 continue
@@ -736,11 +859,12 @@ class _Pool:
                             _, got_batch, answered = msg
                             if got_batch != batch:
                                 continue  # stale message from an earlier, interrupted call
-                            for idx, correct, reason, answer in answered:
+                            w.settled = None
+                            for idx, correct, reason, answer, lenient_only in answered:
                                 if not w.inflight or w.inflight[0] != idx:
                                     break
                                 w.inflight.popleft()
-                                finish(idx, (bool(correct), reason, answer))
+                                finish(idx, (bool(correct), reason, answer, lenient_only))
                             w.busy = None
                             w.since = time.monotonic()
                     except (EOFError, OSError):
@@ -820,13 +944,19 @@ def score_batch_detailed(
     ground_truths: list[str],
     workers: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    extraction: str = DEFAULT_EXTRACTION,
+    monitor: bool = False,
 ) -> list[Verdict]:
-    """Verdicts for paired responses and ground truths (see module docstring).
+    """Verdicts for paired responses and ground truths under ``extraction`` (:data:`EXTRACTIONS`).
 
     Identical (ground_truth, response) pairs are verified once per call. ``workers=None`` uses
     ``min(cpus, unique items)`` processes; ``workers<=0`` means one worker (a killable process is
-    always needed for the timeout). ``timeout`` is the hard limit per item in seconds.
+    always needed for the timeout). ``timeout`` is the hard limit per item in seconds. With
+    ``monitor=True`` every verdict carries ``lenient_only`` (the reward-hacking monitor); it
+    costs a second math-verify pass on the responses where the two policies can differ.
+    An unknown ``extraction`` raises ValueError; nothing else does.
     """
+    check_extraction(extraction)
     responses = list(responses)
     ground_truths = list(ground_truths)
     if len(responses) != len(ground_truths):
@@ -842,7 +972,7 @@ def score_batch_detailed(
             continue
         if not key[1].strip():
             # Provably math-verify's verdict: every extraction pattern needs a non-space character.
-            verdicts[key] = Verdict(False, "no_answer", None)
+            verdicts[key] = Verdict(False, "no_answer", None, False if monitor else None)
         else:
             todo.append(key)
             queued.add(key)
@@ -850,12 +980,13 @@ def score_batch_detailed(
         n = _default_workers(len(todo)) if workers is None else max(1, int(workers))
         try:
             with _LOCK:
-                outcome = _get_pool().run(todo, n, timeout)
+                outcome = _get_pool().run(todo, n, timeout, extraction, monitor)
         except Exception:  # never propagate: an infrastructure failure scores 0.0
             logger.exception("polarity.reward: scoring failed")
-            outcome = [(False, "parse_failure", None)] * len(todo)
-        for key, (correct, reason, answer) in zip(todo, outcome):
-            verdicts[key] = Verdict(bool(correct), reason, answer)
+            outcome = [(False, "parse_failure", None, None)] * len(todo)
+        for key, (correct, reason, answer, lenient_only) in zip(todo, outcome):
+            verdicts[key] = Verdict(bool(correct), reason, answer,
+                                    lenient_only if monitor else None)
     return [verdicts[key] for key in pairs]
 
 
@@ -864,15 +995,21 @@ def score_batch(
     ground_truths: list[str],
     workers: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    extraction: str = DEFAULT_EXTRACTION,
 ) -> list[float]:
     """1.0/0.0 per (response, ground truth) pair; same verdicts as :func:`score` one by one."""
-    return [v.score for v in score_batch_detailed(responses, ground_truths, workers, timeout)]
+    return [v.score for v in score_batch_detailed(responses, ground_truths, workers, timeout,
+                                                  extraction)]
 
 
-def score(response: str, ground_truth: str) -> float:
-    """1.0 if math-verify accepts ``response`` against ``ground_truth`` else 0.0; never raises."""
+def score(response: str, ground_truth: str, extraction: str = DEFAULT_EXTRACTION) -> float:
+    """1.0 if ``response``'s answer under ``extraction`` is math-verify-equivalent to
+    ``ground_truth`` else 0.0. Never raises on any response or ground truth (an unknown
+    ``extraction`` is a ValueError)."""
+    check_extraction(extraction)
     try:
-        return score_batch_detailed([response], [ground_truth], workers=1)[0].score
+        return score_batch_detailed([response], [ground_truth], workers=1,
+                                    extraction=extraction)[0].score
     except Exception:
         logger.exception("polarity.reward: score failed")
         return 0.0

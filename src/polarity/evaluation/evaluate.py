@@ -7,8 +7,10 @@ saved to a state file (not a declared output) before scoring, so a job killed wh
 restarts from the responses instead of sampling again; the state file is used only when its
 recorded settings, policy and problems match the current ones.
 
-Each shard writes one row per (problem, sample) with the response, the extracted answer, the
-verdict and the reason for every zero (wrong, no_answer, parse_failure, timeout);
+Each shard writes one row per (problem, sample) with the response, the final answer, the
+verdict under ``evaluate.extraction`` (default: the last ``\\boxed{}`` only), the reason for
+every zero (wrong, no_answer, parse_failure, timeout) and ``lenient_only``, the reward-hacking
+monitor: math-verify's lenient extraction would credit the sample but the policy does not;
 ``gather_shards`` concatenates them into the benchmark's file. pass@k and the rest are computed
 from these rows by ``polarity.metrics`` and the report.
 """
@@ -27,7 +29,7 @@ from ..data.rows import write_parquet
 from ..reward import score_batch_detailed
 
 SAMPLE_COLUMNS = ["problem_id", "sample", "response", "ground_truth", "answer", "correct",
-                  "reason", "response_length", "truncated"]
+                  "reason", "lenient_only", "response_length", "truncated"]
 RESPONSE_COLUMNS = ["problem_id", "sample", "response", "response_length", "truncated"]
 
 # Settings that change what is sampled (not how it is scored or how fast).
@@ -131,7 +133,8 @@ def evaluate(policy_path, data_path, settings: EvalSettings, out_path, *, shard:
     gts = [truths[int(pid)] for pid in saved["problem_id"]]
     verdicts = score_batch_detailed(saved["response"].tolist(), gts,
                                     workers=settings.score_workers or None,
-                                    timeout=settings.score_timeout)
+                                    timeout=settings.score_timeout,
+                                    extraction=settings.extraction, monitor=True)
     out = pd.DataFrame({
         "problem_id": saved["problem_id"].astype("int64").to_numpy(),
         "sample": saved["sample"].astype("int64").to_numpy(),
@@ -140,6 +143,7 @@ def evaluate(policy_path, data_path, settings: EvalSettings, out_path, *, shard:
         "answer": [v.answer for v in verdicts],
         "correct": [float(v.correct) for v in verdicts],
         "reason": [v.reason for v in verdicts],
+        "lenient_only": [bool(v.lenient_only) for v in verdicts],
         "response_length": saved["response_length"].astype("int64").to_numpy(),
         "truncated": saved["truncated"].astype(bool).to_numpy(),
     }, columns=SAMPLE_COLUMNS)
@@ -150,7 +154,8 @@ def evaluate(policy_path, data_path, settings: EvalSettings, out_path, *, shard:
     n = settings.samples
     mean = out["correct"].mean() if len(out) else float("nan")
     log(f"{data_path} shard {shard + 1}/{shards}: problems {lo}..{hi - 1} x {n} samples, "
-        f"avg@{n} = {mean:.3f}; reasons {out['reason'].value_counts().to_dict()}")
+        f"avg@{n} = {mean:.3f} ({settings.extraction}); reasons "
+        f"{out['reason'].value_counts().to_dict()}; lenient-only {int(out['lenient_only'].sum())}")
     return out
 
 

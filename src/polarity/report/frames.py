@@ -42,7 +42,7 @@ RUN_KEYS = ["model", "algorithm", "seed"]
 TRAINING_KEYS = [*RUN_KEYS, "step"]
 SAMPLE_KEYS = [*RUN_KEYS, "benchmark"]
 SAMPLE_COLUMNS = ["problem_id", "sample", "response", "ground_truth", "answer", "correct",
-                  "reason", "response_length", "truncated"]
+                  "reason", "lenient_only", "response_length", "truncated"]
 AVERAGE = "average"  # the pseudo-benchmark of the unweighted mean over benchmarks
 PER_PROBLEM_COLUMNS = [*SAMPLE_KEYS, "problem_id", "n", "c", "maj"]
 PASSK_COLUMNS = [*SAMPLE_KEYS, "k", "pass_at_k", "ci_low", "ci_high"]
@@ -56,7 +56,8 @@ PAIRED_COLUMNS = ["model", "benchmark", "algorithm", "reference", "metric", "n",
                   "ci_high", "p_value", "p_two_sided"]
 REASONS = ["correct", "wrong", "no_answer", "parse_failure", "timeout"]
 ZERO_REASONS = REASONS[1:]
-ZERO_REASON_COLUMNS = ["model", "algorithm", "benchmark", "reason", "count", "frac", "samples"]
+ZERO_REASON_COLUMNS = ["model", "algorithm", "benchmark", "reason", "count", "frac", "samples",
+                       "lenient_only"]
 LONG_COLUMNS = [*TRAINING_KEYS, "metric", "value"]
 WARMUP_COLUMNS = ["model", "step", "loss", "accuracy", "seconds"]
 
@@ -315,18 +316,29 @@ def per_problem(samples: pd.DataFrame) -> pd.DataFrame:
     return _sort(out[PER_PROBLEM_COLUMNS], keys)
 
 
+def _lenient_only(frame: pd.DataFrame) -> np.ndarray:
+    """The monitor column as bools (False where a file predates it or left it empty)."""
+    if "lenient_only" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    values = frame["lenient_only"].astype(object)
+    return values.where(values.notna(), False).astype(bool).to_numpy()
+
+
 def _reason_counts(samples: pd.DataFrame) -> pd.DataFrame:
-    """(model, algorithm, benchmark, reason, count) of the zeros, plus one ``__total__`` row each."""
+    """(model, algorithm, benchmark, reason, count, lenient_only) of the zeros, plus one
+    ``__total__`` row each; ``lenient_only`` counts the zeros the lenient policy would credit."""
     keys = ["model", "algorithm", "benchmark"]
     ok = _correct(samples)
-    zeros = samples.loc[~ok]
-    reasons = zeros["reason"].astype(object).fillna("unknown").astype(str)
-    counts = reasons.groupby([zeros[k] for k in keys], sort=False).value_counts()
-    counts = counts.rename("count").reset_index()
-    counts.columns = [*keys, "reason", "count"]
+    zeros = samples.loc[~ok, keys].copy()
+    zeros["reason"] = samples.loc[~ok, "reason"].astype(object).fillna("unknown").astype(str)
+    zeros["lenient_only"] = _lenient_only(samples)[~ok.to_numpy()].astype(int)
+    counts = zeros.groupby([*keys, "reason"], sort=False).agg(
+        count=("lenient_only", "size"), lenient_only=("lenient_only", "sum")).reset_index()
     totals = samples.groupby(keys, sort=False).size().rename("count").reset_index()
     totals["reason"] = "__total__"
-    return pd.concat([counts, totals[[*keys, "reason", "count"]]], ignore_index=True)
+    totals["lenient_only"] = 0
+    return pd.concat([counts, totals[[*keys, "reason", "count", "lenient_only"]]],
+                     ignore_index=True)
 
 
 def _zero_reason_frame(counts: pd.DataFrame) -> pd.DataFrame:
@@ -334,6 +346,7 @@ def _zero_reason_frame(counts: pd.DataFrame) -> pd.DataFrame:
     if counts.empty:
         return pd.DataFrame(columns=ZERO_REASON_COLUMNS)
     summed = counts.groupby([*keys, "reason"], sort=False)["count"].sum()
+    lenient = counts.groupby([*keys, "reason"], sort=False)["lenient_only"].sum()
     is_total = counts["reason"] == "__total__"
     extra = sorted(set(counts.loc[~is_total, "reason"]) - set(ZERO_REASONS))
     rows = []
@@ -341,7 +354,8 @@ def _zero_reason_frame(counts: pd.DataFrame) -> pd.DataFrame:
         total = int(summed.get((*key, "__total__"), 0))
         for reason in ZERO_REASONS + extra:
             count = int(summed.get((*key, reason), 0))
-            rows.append((*key, reason, count, count / total if total else math.nan, total))
+            rows.append((*key, reason, count, count / total if total else math.nan, total,
+                         int(lenient.get((*key, reason), 0))))
     out = pd.DataFrame(rows, columns=ZERO_REASON_COLUMNS)
     return _sort(out, keys)
 
@@ -351,7 +365,9 @@ def zero_reasons(samples: pd.DataFrame) -> pd.DataFrame:
 
     One row per (model, algorithm, benchmark, reason) for every reason of a zero
     (wrong, no_answer, parse_failure, timeout, then any other reason seen), zeros included;
-    ``samples`` is the number of samples of that (model, algorithm, benchmark), all seeds.
+    ``samples`` is the number of samples of that (model, algorithm, benchmark), all seeds, and
+    ``lenient_only`` how many of the ``count`` zeros math-verify's lenient extraction would
+    credit (the strict/lenient split: a reward hack shows up as lenient-only ``no_answer``).
     Columns: ``ZERO_REASON_COLUMNS``.
     """
     if samples.empty:
@@ -384,17 +400,20 @@ def _summarize_file(df: pd.DataFrame, model: str, algo: str, seed: int, bench: s
                        "maj": maj})
     reasons = (df["reason"].astype(object) if "reason" in df.columns
                else pd.Series([None] * len(df), dtype=object))[~ok]
-    counts = reasons.fillna("unknown").astype(str).value_counts()
+    zeros = pd.DataFrame({"reason": reasons.fillna("unknown").astype(str).to_numpy(),
+                          "lenient_only": _lenient_only(df)[~ok].astype(int)})
+    by_reason = zeros.groupby("reason", sort=False)["lenient_only"].agg(["size", "sum"])
     rc = pd.DataFrame({"model": model, "algorithm": algo, "benchmark": bench,
-                       "reason": [*counts.index, "__total__"],
-                       "count": [*counts.to_numpy().astype(int), len(df)]})
+                       "reason": [*by_reason.index, "__total__"],
+                       "count": [*by_reason["size"].to_numpy().astype(int), len(df)],
+                       "lenient_only": [*by_reason["sum"].to_numpy().astype(int), 0]})
     return pp, rc
 
 
 def load_evaluation(results_dir) -> Evaluation:
     """Per-problem values and zero reasons of every sample file, aggregated file by file.
 
-    Reads only ``problem_id, sample, correct, answer, reason`` of each parquet file (never the
+    Reads only ``problem_id, sample, correct, answer, reason, lenient_only`` of each parquet file (never the
     responses; ``answer`` and ``reason`` dictionary-encoded) and reduces it at once to one row per
     problem (the frame of :func:`per_problem`) and a handful of reason counts (the frame of
     :func:`zero_reasons`), so a study of many policies x benchmarks x thousands of problems x
@@ -402,8 +421,8 @@ def load_evaluation(results_dir) -> Evaluation:
     """
     problems, counts = [], []
     for model, algo, seed, path in _run_dirs(Path(results_dir) / "eval", "*.parquet"):
-        df = _read_eval_file(path, ["problem_id", "sample", "correct", "answer", "reason"],
-                             dictionary=("answer", "reason"))
+        df = _read_eval_file(path, ["problem_id", "sample", "correct", "answer", "reason",
+                                    "lenient_only"], dictionary=("answer", "reason"))
         if df.empty:
             continue
         pp, rc = _summarize_file(df, model, algo, seed, path.stem)

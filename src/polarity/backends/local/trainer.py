@@ -1,7 +1,7 @@
 """The local backend: a single-process on-policy RLVR trainer (CPU or one CUDA GPU).
 
 One loop a reader can hold in their head, per step:
-sample G responses per prompt -> score with math-verify -> rewards and token advantages from
+sample G responses per prompt -> score the final answers with math-verify -> rewards and token advantages from
 ``polarity.algorithms`` (the registry's recipe) -> mini-batch updates with the old policy's
 log-probs fixed -> log one metrics row -> checkpoint every ``save_every`` steps.
 
@@ -27,7 +27,7 @@ from ... import algorithms as alg
 from ...config import TrainSettings
 from ...evaluation.generate import Rollouts, sample
 from ...model import load_policy, save_pretrained_atomic
-from ...reward import score_batch
+from ...reward import score_batch_detailed
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -107,7 +107,7 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
     P, G = settings.prompts_per_step, settings.rollouts_per_prompt
     kept: list[Batch] = []
     n_kept, rounds = 0, 0
-    all_correct, all_lengths, all_truncated, all_rewards = [], [], [], []
+    all_correct, all_lengths, all_truncated, all_rewards, all_hacks = [], [], [], [], []
     first_forward, entropy_mean = None, float("nan")
     groups_seen = groups_all_correct = groups_all_wrong = 0
     while True:
@@ -123,7 +123,10 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
         )
         model.train()
         answers = [data["answer"][i] for i in rows for _ in range(G)]
-        correct = torch.tensor(score_batch(rollouts.texts, answers)) > 0.5
+        verdicts = score_batch_detailed(rollouts.texts, answers, extraction=settings.extraction,
+                                        monitor=True)
+        correct = torch.tensor([v.correct for v in verdicts], dtype=torch.bool)
+        all_hacks.extend(bool(v.lenient_only) for v in verdicts)
         group_ids = torch.tensor(positions).repeat_interleave(G)
         batch = Batch(rollouts, group_ids, correct)
         all_rewards.append(alg.sequence_rewards(recipe, correct, rollouts.lengths,
@@ -162,6 +165,8 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
             1.0 - min(n_kept, P) / groups_seen if recipe.dynamic_sampling else 0.0
         ),
         "accuracy": float(torch.cat(all_correct).float().mean()),
+        # the reward-hacking monitor: credited by math-verify's lenient extraction, not by ours
+        "lenient_only_frac": sum(all_hacks) / len(all_hacks),
         "reward_mean": float(torch.cat(all_rewards).mean()),
         "entropy": entropy_mean,
         "response_length_mean": float(torch.cat(all_lengths).float().mean()),

@@ -65,22 +65,27 @@ def scan_file_log(path: Path) -> tuple[list[dict], int]:
     cut short when the job was killed, or garbage.
     """
     records, skipped = [], 0
+    for record in _json_lines(path):
+        if (isinstance(record, dict) and isinstance(record.get("step"), int)
+                and isinstance(record.get("data"), dict)):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def _json_lines(path: Path):
+    """Every non-blank line of ``path`` parsed as JSON, or ``None`` where it does not parse (the
+    last line cut short when the job was killed, or garbage)."""
     with open(path, "rb") as f:
         for raw in f:
             line = raw.strip()
             if not line:
                 continue
             try:
-                record = json.loads(line)
+                yield json.loads(line)
             except ValueError:  # JSONDecodeError and UnicodeDecodeError
-                skipped += 1
-                continue
-            if (isinstance(record, dict) and isinstance(record.get("step"), int)
-                    and isinstance(record.get("data"), dict)):
-                records.append(record)
-            else:
-                skipped += 1
-    return records, skipped
+                yield None
 
 
 def merge_attempts(paths: list[Path]) -> dict[int, dict]:
@@ -101,20 +106,50 @@ def merge_attempts(paths: list[Path]) -> dict[int, dict]:
     return dict(sorted(merged.items()))
 
 
-def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int) -> list[dict]:
+def rollout_monitor(folder: Path | None) -> dict[int, float]:
+    """verl step -> share of its dumped rollouts flagged ``lenient_only`` (the reward-hacking
+    monitor), from verl's rollout dumps (``trainer.rollout_data_dir``: ``<step>.jsonl``, one
+    response a line with our reward function's extra keys).
+
+    verl dumps the batch it trains on (after DAPO's group filter), so with dynamic sampling the
+    share is over the kept groups, not every response sampled (the local backend's). A resumed
+    run rewrites the steps it re-runs; a cut-off line is skipped; a file without the key (a run
+    from before the monitor) gives no value.
+    """
+    monitor: dict[int, float] = {}
+    if folder is None or not Path(folder).is_dir():
+        return monitor
+    for path in Path(folder).glob("*.jsonl"):
+        if not path.stem.isdigit():
+            continue
+        flags = []
+        for record in _json_lines(path):
+            if isinstance(record, dict) and "lenient_only" in record:
+                flags.append(float(record["lenient_only"]))
+        if flags:
+            monitor[int(path.stem)] = sum(flags) / len(flags)
+    return monitor
+
+
+def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
+                    monitor: dict[int, float] | None = None) -> list[dict]:
     """Rows sorted by step in the local backend's metrics.jsonl schema.
 
     verl counts training steps from 1 (step 0 is the validation before training, which has no
     training row and is dropped): verl step s is our step s - 1. Our names come first, then every
     verl metric as ``verl/<name>``; a ``polarity/<name>`` metric from our plugin wins over a
-    mapped verl one.
+    mapped verl one. ``monitor`` (verl step -> share, :func:`rollout_monitor`) gives
+    ``lenient_only_frac``.
     """
+    monitor = monitor or {}
     rows = []
     for step, data in sorted(merged.items()):
         if step < 1:
             continue
         row = {"step": step - 1, "algorithm": algorithm, "seed": seed}
         row.update({ours: data[theirs] for theirs, ours in VERL_TO_OURS.items() if theirs in data})
+        if step in monitor:
+            row["lenient_only_frac"] = monitor[step]
         row.update({name[len(OUR_PREFIX):]: value for name, value in data.items()
                     if name.startswith(OUR_PREFIX)})
         row.update({VERL_PREFIX + name: value for name, value in data.items()
@@ -141,9 +176,11 @@ def write_metrics_jsonl(rows: list[dict], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int) -> list[dict]:
-    """Merge every attempt log in ``log_folder`` into ``out`` (metrics.jsonl); the rows."""
+def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int,
+                    rollouts: Path | None = None) -> list[dict]:
+    """Merge every attempt log in ``log_folder`` (and the monitor from the rollout dumps in
+    ``rollouts``) into ``out`` (metrics.jsonl); the rows."""
     rows = to_metrics_rows(merge_attempts(attempt_logs(log_folder)), algorithm=algorithm,
-                           seed=seed)
+                           seed=seed, monitor=rollout_monitor(rollouts))
     write_metrics_jsonl(rows, out)
     return rows

@@ -30,6 +30,7 @@ def run_paths(run_dir: str | Path) -> dict[str, Path]:
         "checkpoints": state / "verl_checkpoints",
         "step_file": state / "a3po_step.json",
         "logs": state / "verl_logs",
+        "rollouts": state / "rollouts",
         "script": state / "launch.sh",
     }
 
@@ -133,6 +134,8 @@ def verl_overrides(
         # reward: our math-verify verdicts
         "reward.custom_reward_function.path": str(REWARD_FN),
         "reward.custom_reward_function.name": "compute_score",
+        # what the reward credits (polarity.reward.EXTRACTIONS); not in verl's defaults: "+"
+        "+reward.custom_reward_function.reward_kwargs.extraction": train.get("extraction", "boxed"),
         # trainer
         "trainer.total_training_steps": train["steps"],
         "trainer.total_epochs": verl["max_epochs"],
@@ -151,6 +154,8 @@ def verl_overrides(
     }
     if recipe.loss_agg_mode == "seq-mean-token-sum-norm":
         o["actor_rollout_ref.actor.loss_scale_factor"] = train["max_response_tokens"]
+    if verl.get("dump_rollouts", True):  # every step's responses and verdicts: <step>.jsonl
+        o["trainer.rollout_data_dir"] = str(paths["rollouts"])
     if recipe.dynamic_sampling:
         o["algorithm.filter_groups.metric"] = "acc"
         o["algorithm.filter_groups.max_num_gen_batches"] = recipe.max_gen_rounds

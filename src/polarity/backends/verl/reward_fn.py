@@ -13,29 +13,34 @@ names: it is not imported as part of the package. verl's reward loop managers ca
 uses signals in the caller, so that is safe. Calls within one actor are serialized by
 :mod:`polarity.reward`'s pool lock, so parallelism comes from ``reward.num_workers`` actors.
 
-The score is the plain 0/1 verdict. Overlong shaping is NOT done here: our advantage estimator
-applies DAPO's overlong penalty from the response token lengths.
+The score is the plain 0/1 verdict on the response's final answer under the study's
+``train.extraction`` policy (``reward_kwargs.extraction``, default the last ``\\boxed{}``), as on
+the local backend. Overlong shaping is NOT done here: our advantage estimator applies DAPO's
+overlong penalty from the response token lengths.
 """
 
 from __future__ import annotations
 
 import logging
 
-from polarity.reward import DEFAULT_TIMEOUT, REASONS, score_batch_detailed
+from polarity.reward import DEFAULT_EXTRACTION, DEFAULT_TIMEOUT, REASONS, score_batch_detailed
 
 __all__ = ["compute_score"]
 
 logger = logging.getLogger("polarity.backends.verl.reward_fn")
 
 
-def _result(value: float, reason: str) -> dict[str, float]:
-    """verl's result dict: score, acc, and one 0/1 flag per reason in ``REASONS``.
+def _result(value: float, reason: str, lenient_only: bool | None = None) -> dict[str, float]:
+    """verl's result dict: score, acc, one 0/1 flag per reason in ``REASONS``, and
+    ``lenient_only`` (the reward-hacking monitor: 1.0 when math-verify's lenient extraction would
+    credit a response the policy does not).
 
     Every call returns the same keys with float values: verl stacks each key of the per-item
     dicts into one array (keys taken from the first item) and averages them into metrics.
     """
     out = {"score": value, "acc": value}
     out.update({name: float(name == reason) for name in REASONS})
+    out["lenient_only"] = float(bool(lenient_only))
     return out
 
 
@@ -46,9 +51,11 @@ def compute_score(
     extra_info: dict | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    extraction: str = DEFAULT_EXTRACTION,
     **kwargs,
 ) -> dict[str, float]:
-    """Score one response: ``polarity.reward.score_batch_detailed([solution_str], [ground_truth])[0]``.
+    """Score one response: ``polarity.reward.score_batch_detailed([solution_str], [ground_truth],
+    extraction=extraction, monitor=True)[0]``.
 
     ``data_source`` and ``extra_info`` are accepted for verl's calling convention and unused.
     ``timeout`` (seconds per item) can be set with
@@ -56,8 +63,9 @@ def compute_score(
     0.0 with the ``parse_failure`` flag.
     """
     try:
-        verdict = score_batch_detailed([solution_str], [ground_truth], timeout=timeout)[0]
-        return _result(verdict.score, verdict.reason)
+        verdict = score_batch_detailed([solution_str], [ground_truth], timeout=timeout,
+                                       extraction=extraction, monitor=True)[0]
+        return _result(verdict.score, verdict.reason, verdict.lenient_only)
     except Exception:
         logger.exception("compute_score failed; scoring 0.0")
         return _result(0.0, "parse_failure")

@@ -89,7 +89,8 @@ def train(
     proc = subprocess.run(["bash", str(script)], stdout=sys.stdout, stderr=sys.stderr,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     rows = logs.collect_metrics(run_paths(run_dir)["logs"], Path(metrics_out),
-                                algorithm=algorithm, seed=seed)
+                                algorithm=algorithm, seed=seed,
+                                rollouts=run_paths(run_dir)["rollouts"])
     if proc.returncode != 0:
         raise SystemExit(f"verl exited with {proc.returncode}; checkpoints and logs are kept in "
                          f"{run_paths(run_dir)['state']}: re-run the workflow to resume")
