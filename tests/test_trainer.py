@@ -221,3 +221,18 @@ def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
         if extraction == "lenient":
             assert row["accuracy"] >= len(planted) / len(texts)
     assert all(r["lenient_only_frac"] >= 1 / 3 - 1e-9 for r in rows)
+    # the samples behind each number: every response of the step, verdicts and flags
+    for row, (texts, truths) in zip(rows, seen):
+        dump = [json.loads(x) for x in
+                (tmp_path / "state" / "rollouts" / f"{row['step']}.jsonl").read_text().splitlines()]
+        assert [d["output"] for d in dump] == texts and [d["gts"] for d in dump] == truths
+        assert all(d["step"] == row["step"] and d["input"].startswith("What is") for d in dump)
+        flagged = [d["output"] for d in dump if d["lenient_only"] == 1.0]
+        assert set(t for t in texts if t.endswith("\\boxed{. \\boxed{}")) <= set(flagged)
+        assert len(flagged) / len(dump) == pytest.approx(row["lenient_only_frac"])
+        assert sum(d["score"] for d in dump) / len(dump) == pytest.approx(row["accuracy"])
+
+
+def test_rollout_dumps_can_be_switched_off(artifacts, tmp_path):
+    run(artifacts, tmp_path, steps=1, dump_rollouts=False)
+    assert not (tmp_path / "state" / "rollouts").exists()

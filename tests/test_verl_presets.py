@@ -190,3 +190,17 @@ def test_hydra_quoting_round_trips_the_run_json():
     assert list(cfg.data.train_files) == ["/data dir/it's.parquet"]
     assert ov.VerlRun.from_env(cfg.ray_kwargs.ray_init.runtime_env.env_vars.POLARITY_VERL_RUN) == \
         ov.VerlRun.from_env(ov.run_env(o)["POLARITY_VERL_RUN"])
+
+
+@pytest.mark.parametrize("extraction, dump", [("answer_line", True), ("lenient", False)])
+def test_reward_policy_and_rollout_dumps_reach_verl(extraction, dump):
+    """train.extraction becomes the reward function's kwarg, train.dump_rollouts verl's
+    rollout_data_dir (the monitor's source), as composed by verl's own config."""
+    study = study_config(backend="verl")
+    study["train"].update(extraction=extraction, dump_rollouts=dump)
+    cfg = ov.compose(ov.verl_overrides(study, model="m", algorithm="grpo", seed=0,
+                                       model_path="/m", train_file="t.parquet",
+                                       val_file="v.parquet", run_dir="/r"))
+    assert cfg.reward.custom_reward_function.reward_kwargs.extraction == extraction
+    want = "/r/state/rollouts" if dump else None
+    assert cfg.trainer.rollout_data_dir == want

@@ -45,6 +45,7 @@ class TrainSettings:
     threads: int = 1
     backend: str = "local"
     extraction: str = "boxed"  # polarity.reward.EXTRACTIONS: what the reward credits
+    dump_rollouts: bool = True  # every step's responses and verdicts in state/rollouts/
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":

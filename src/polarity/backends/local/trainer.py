@@ -97,9 +97,13 @@ def concat_batches(batches: list[Batch], pad_id: int) -> Batch:
                  torch.cat([b.correct for b in batches]))
 
 
-def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, step: int, cursor: int):
+def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, step: int, cursor: int,
+            rollout_dir: Path | None = None):
     """Sample and score one step's batch; DAPO's dynamic sampling keeps only mixed groups,
     sampling more rounds until the batch is full or ``max_gen_rounds`` is reached.
+
+    With ``rollout_dir`` every response sampled in the step is written to
+    ``rollout_dir/<step>.jsonl`` (:func:`rollout_records`).
 
     Returns (batch, new cursor, stats over every response sampled this step, and the
     (old log-prob, entropy) of the batch when it is round 1's, to save a forward pass).
@@ -108,6 +112,7 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
     kept: list[Batch] = []
     n_kept, rounds = 0, 0
     all_correct, all_lengths, all_truncated, all_rewards, all_hacks = [], [], [], [], []
+    dumped: list[dict] = []
     first_forward, entropy_mean = None, float("nan")
     groups_seen = groups_all_correct = groups_all_wrong = 0
     while True:
@@ -127,6 +132,9 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
                                         monitor=True)
         correct = torch.tensor([v.correct for v in verdicts], dtype=torch.bool)
         all_hacks.extend(bool(v.lenient_only) for v in verdicts)
+        if rollout_dir is not None:
+            dumped += rollout_records(data, rows, positions, G, rollouts.texts, answers,
+                                      verdicts, step, rounds)
         group_ids = torch.tensor(positions).repeat_interleave(G)
         batch = Batch(rollouts, group_ids, correct)
         all_rewards.append(alg.sequence_rewards(recipe, correct, rollouts.lengths,
@@ -173,9 +181,22 @@ def collect(model, tokenizer, data, recipe, settings: TrainSettings, seed: int, 
         "response_length_max": int(torch.cat(all_lengths).max()),
         "response_clip_frac": float(torch.cat(all_truncated).float().mean()),
     }
+    if rollout_dir is not None:  # atomically: a re-run step replaces its file
+        Path(rollout_dir).mkdir(parents=True, exist_ok=True)
+        write_metrics(Path(rollout_dir) / f"{step}.jsonl", dumped)
     # without dynamic sampling the trained batch is round 1: its old log-probs are computed
     reuse = first_forward if not recipe.dynamic_sampling else None
     return batch, cursor, stats, reuse
+
+
+def rollout_records(data, rows, positions, G, texts, answers, verdicts, step, round_) -> list[dict]:
+    """One record per response, in verl's rollout-dump names (``input``, ``output``, ``gts``,
+    ``score``, ``step``) plus our reward's ``reason``, ``lenient_only`` and the prompt's place."""
+    return [{"input": data["prompt"][rows[i // G]][-1]["content"], "output": text, "gts": truth,
+             "score": v.score, "step": step, "reason": v.reason,
+             "lenient_only": float(bool(v.lenient_only)), "prompt_position": positions[i // G],
+             "round": round_}
+            for i, (text, truth, v) in enumerate(zip(texts, answers, verdicts))]
 
 
 # ----------------------------------------------------------------------------- forward
@@ -236,6 +257,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
+    """JSON lines, atomically (a temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
@@ -297,8 +319,9 @@ def train(
 
     for step in range(completed, settings.steps):
         t0 = time.time()
-        batch, cursor, gen_stats, old = collect(model, tokenizer, data, recipe, settings, seed,
-                                                step, cursor)
+        batch, cursor, gen_stats, old = collect(
+            model, tokenizer, data, recipe, settings, seed, step, cursor,
+            rollout_dir=state_dir / "rollouts" if settings.dump_rollouts else None)
         update_stats = update(model, optim, batch, recipe, settings, step, seed, popo, reference,
                               old)
         row = {"step": step, "algorithm": algorithm, "seed": seed, **gen_stats, **update_stats,

@@ -154,7 +154,7 @@ def verl_overrides(
     }
     if recipe.loss_agg_mode == "seq-mean-token-sum-norm":
         o["actor_rollout_ref.actor.loss_scale_factor"] = train["max_response_tokens"]
-    if verl.get("dump_rollouts", True):  # every step's responses and verdicts: <step>.jsonl
+    if train.get("dump_rollouts", True):  # every step's responses and verdicts: <step>.jsonl
         o["trainer.rollout_data_dir"] = str(paths["rollouts"])
     if recipe.dynamic_sampling:
         o["algorithm.filter_groups.metric"] = "acc"
