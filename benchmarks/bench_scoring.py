@@ -27,6 +27,7 @@ as naive timeouts, as do items that took >= 0.9 x the timeout).
     python benchmarks/bench_scoring.py --extraction lenient     # math-verify's default
     python benchmarks/bench_scoring.py --pairs 20000            # a quicker look
     python benchmarks/bench_scoring.py --pairs 20000 --pathological 0   # throughput only
+    python benchmarks/bench_scoring.py --monitor                # + the monitor's cost
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def main() -> None:
                     help="extraction policy of both sides (default: boxed, the default policy)")
     ap.add_argument("--pathological", type=int, default=12,
                     help="pathological responses planted (power towers etc.; each costs a timeout)")
+    ap.add_argument("--monitor", action="store_true",
+                    help="also time score_batch with the reward-hacking monitor (monitor=True)")
     ap.add_argument("--naive-kill", type=float, default=30.0,
                     help="seconds without progress before the naive loop's child is killed")
     args = ap.parse_args()
@@ -163,6 +166,17 @@ def main() -> None:
     ratio = naive_s / fast_s
     print(f"speed-up: {ratio:.1f}x (target >= {TARGET:.0f}x) -> "
           f"{'met' if ratio >= TARGET and not disagree else 'NOT met'}")
+    if args.monitor:  # what evaluation pays: the lenient second opinion where verdicts can differ
+        reward.score_batch(["\\boxed{1}"], ["1"], workers=args.workers)
+        t = time.perf_counter()
+        watched = reward.score_batch_detailed(responses, truths, workers=args.workers,
+                                              extraction=args.extraction, monitor=True)
+        watched_s = time.perf_counter() - t
+        reward.shutdown()
+        changed = sum(a.correct != b.correct for a, b in zip(fast, watched))
+        flagged = sum(bool(v.lenient_only) for v in watched)
+        print(f"score_batch with the monitor: {watched_s:.1f} s ({watched_s / fast_s:.2f}x of "
+              f"without); lenient_only {flagged:,}; verdicts changed by it: {changed}")
 
 
 if __name__ == "__main__":
