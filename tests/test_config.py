@@ -69,6 +69,10 @@ def test_cross_field_checks_name_the_key():
     with pytest.raises(ConfigError, match="train.mini_batch_prompts"):
         check_study(config)
     config = default_config()
+    config["train"] = {**config["train"], "extraction": "answer_line"}  # the task is boxed
+    with pytest.raises(ConfigError, match="train.extraction: the synthetic task"):
+        check_study(config)
+    config = default_config()
     config["algorithms"] = ["ppo"]  # verl only
     with pytest.raises(ConfigError, match=r"algorithms\[0\]: ppo runs only on backend"):
         check_study(config)

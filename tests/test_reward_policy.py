@@ -355,3 +355,31 @@ def test_unknown_extraction_raises(bad):
         check_extraction(bad)
     for good in EXTRACTIONS:
         assert check_extraction(good) == good
+
+
+def test_a_slow_monitor_check_never_changes_the_verdict():
+    """A response with no box that is slow to scan (900 KB): the monitor's lenient parse may
+    run out of the item's time, but the strict verdict is settled first and kept."""
+    response = "Let me think about it. " + "x = y + 1, " * 80_000
+    reward.shutdown()
+    try:
+        plain = score_batch_detailed([response, "\\boxed{3}"], ["3", "3"], workers=1, timeout=0.2)
+        watched = score_batch_detailed([response, "\\boxed{3}"], ["3", "3"], workers=1,
+                                       timeout=0.2, monitor=True)
+    finally:
+        reward.shutdown()
+    assert [(v.correct, v.reason) for v in watched] == [(v.correct, v.reason) for v in plain] \
+        == [(False, "no_answer"), (True, "correct")]
+    assert watched[0].lenient_only in (None, False)
+
+
+@pytest.mark.parametrize("response, truth", [
+    ("\\boxed{\\$18.90}", "18.90"),
+    ("\\boxed{\\$18.90}", "\\$18.90"),
+    ("Total: \\boxed{\\$\\dfrac{3}{4}}", "0.75"),
+])
+def test_an_escaped_dollar_is_currency_not_a_math_delimiter(response, truth):
+    assert wrap_ground_truth("\\$18.90") == "$\\$18.90$"
+    assert wrap_ground_truth("$x$") == "$x$"
+    assert score(response, truth) == 1.0
+    assert score(response, truth, extraction="lenient") == 1.0

@@ -200,6 +200,8 @@ def test_reward_hacks_planted_in_verl_rollout_dumps_are_counted(tmp_path):
     with open(rollouts / "2.jsonl", "a") as f:
         f.write('{"lenient_only": 1.0, "outp')  # killed while dumping
     (rollouts / "notes.jsonl").write_text('{"lenient_only": 1.0}\n')  # not a step file
+    with open(rollouts / "1.jsonl", "a") as f:  # no flag to count: skipped, never a crash
+        f.write('{"lenient_only": null}\n{"lenient_only": "yes"}\n')
     monitor = logs_module.rollout_monitor(rollouts)
     assert monitor == {1: 0.0, 2: pytest.approx(3 / 8), 3: pytest.approx(2 / 4)}
     assert logs_module.rollout_monitor(tmp_path / "missing") == {}

@@ -143,6 +143,12 @@ def check_study(config: dict[str, Any]) -> None:
             "train.mini_batch_prompts: must divide train.prompts_per_step "
             f"({train['prompts_per_step']} % {train['mini_batch_prompts']} != 0)"
         )
+    synthetic = config.get("train_data", {}).get("name", "synthetic-arith") == "synthetic-arith"
+    if synthetic and train.get("extraction") == "answer_line":
+        raise ConfigError(
+            "train.extraction: the synthetic task's answers are boxed (its prompts ask for no "
+            "'Answer:' line), so answer_line would credit no response; use boxed"
+        )
     from .evaluation.benchmarks import BENCHMARKS
 
     for i, bench in enumerate(config.get("evaluate", {}).get("benchmarks", [])):

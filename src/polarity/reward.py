@@ -209,9 +209,13 @@ def check_extraction(extraction: str) -> str:
     return extraction
 
 
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a $ delimiter, not an escaped \$ (currency)
+
+
 def wrap_ground_truth(ground_truth: str) -> str:
-    """Wrap a LaTeX gold answer in ``$...$`` unless it already has ``\\boxed`` or ``$``."""
-    if "\\boxed" in ground_truth or "$" in ground_truth:
+    """Wrap a LaTeX answer in ``$...$`` unless it already has ``\\boxed`` or a ``$`` delimiter
+    (an escaped ``\\$``, as in ``\\$18.90``, is text and does not count)."""
+    if "\\boxed" in ground_truth or _MATH_DOLLAR.search(ground_truth):
         return ground_truth
     return f"${ground_truth}$"
 
@@ -534,9 +538,10 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
     To the parent: ``("ready", pid)`` once; ``("r", batch, [(idx, correct, reason, answer,
     lenient_only), ...])`` at the end of each chunk, every ``_FLUSH_SECONDS`` and before every announcement;
     ``("a", digest)`` / ``("e",)`` around every memo-miss math-verify call (see
-    ``_make_evaluator``), preceded by ``("p", batch, idx, correct, reason, answer)`` when the
-    call is the monitor's second opinion on an item whose verdict is settled. Because results
-    are flushed before ``("a", ...)``, the parent knows
+    ``_make_evaluator``); ``("p", batch, idx, correct, reason, answer)`` when an item's verdict
+    is settled and only the monitor's second opinion remains (after a flush, so ``idx`` is the
+    first item the parent has not heard about). Because results are flushed before ``("a",
+    ...)``, the parent knows
     that the first item it has not heard back about is the one inside that call. From the
     parent: ``("poison", [digest, ...])``, ``(batch, extraction, monitor, items)``, or None to
     stop.
@@ -556,12 +561,13 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
 
     def announce(digest: str) -> None:
         flush()
-        if state.get("settled") is not None:  # the parent keeps it if this call must be killed
-            conn_out.send(("p", state["batch"], *state.pop("settled")))
         conn_out.send(("a", digest))
 
     def settled(correct, reason, answer) -> None:
-        state["settled"] = (state["idx"], bool(correct), reason, answer)
+        # Earlier results first, so that this item is the first the parent has not heard
+        # about: it keeps this verdict if the monitor's check must be killed.
+        flush()
+        conn_out.send(("p", state["batch"], state["idx"], bool(correct), reason, answer))
 
     evaluate = _make_evaluator(announce=announce, done=lambda: conn_out.send(("e",)),
                                settled=settled)
@@ -589,9 +595,8 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                     while True:
                         time.sleep(3600)
-                state["idx"], state["settled"] = idx, None
+                state["idx"] = idx
                 out.append((idx, *evaluate(gold, response, extraction, monitor)))
-                state["settled"] = None
                 if time.monotonic() - state["flushed"] > _FLUSH_SECONDS:
                     flush()
             flush()
@@ -777,10 +782,11 @@ class _Pool:
                         except (OSError, ValueError):
                             pass
             if w.inflight:
-                if w.busy is not None or len(w.inflight) == 1:
+                settled_head = w.settled is not None and w.settled[0] == w.inflight[0]
+                if w.busy is not None or len(w.inflight) == 1 or settled_head:
                     idx = w.inflight.popleft()
-                    if w.settled is not None and w.settled[0] == idx and w.busy is not None:
-                        finish(idx, (*w.settled[1:], None))  # only the monitor's check hung
+                    if w.settled is not None and w.settled[0] == idx:
+                        finish(idx, (*w.settled[1:], None))  # only the monitor's check was left
                     else:
                         finish(idx, (False, reason, final_answer(items[idx][1], extraction), None))
                 rest = [i for i in w.inflight if results[i] is None]

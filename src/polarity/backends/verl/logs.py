@@ -124,8 +124,9 @@ def rollout_monitor(folder: Path | None) -> dict[int, float]:
             continue
         flags = []
         for record in _json_lines(path):
-            if isinstance(record, dict) and "lenient_only" in record:
-                flags.append(float(record["lenient_only"]))
+            flag = record.get("lenient_only") if isinstance(record, dict) else None
+            if isinstance(flag, (int, float)):  # bool included; null and text are skipped
+                flags.append(float(flag))
         if flags:
             monitor[int(path.stem)] = sum(flags) / len(flags)
     return monitor
