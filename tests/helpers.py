@@ -33,3 +33,26 @@ def make_untrained_model(folder: Path, data: dict[str, Path], seed=0) -> Path:
     out = folder / "tiny"
     save_pretrained_atomic(model, tokenizer, out)
     return out
+
+
+def lenient_reference(response: str, gold: str, timeouts: bool = True) -> bool:
+    """math-verify's own default verdict, in this process: verify(parse(wrap(gold)), parse(response)).
+
+    ``timeouts=False`` switches math-verify's SIGALRM timeouts off (threads, speed)."""
+    import math_verify
+
+    from polarity.reward import wrap_ground_truth
+
+    off = {} if timeouts else {"parsing_timeout": None}
+    gold_parsed = math_verify.parse(wrap_ground_truth(gold), **off)
+    return bool(math_verify.verify(gold_parsed, math_verify.parse(response, **off),
+                                   **({} if timeouts else {"timeout_seconds": None})))
+
+
+def strict_reference(response: str, gold: str, extraction: str = "boxed",
+                     timeouts: bool = True) -> bool:
+    """The final-answer verdict: math-verify on the wrapped final answer alone, False without one."""
+    from polarity.reward import final_answer, wrap_ground_truth
+
+    answer = final_answer(response, extraction)
+    return answer is not None and lenient_reference(wrap_ground_truth(answer), gold, timeouts)

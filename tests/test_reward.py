@@ -30,6 +30,8 @@ from polarity.reward import (
     wrap_ground_truth,
 )
 
+from .helpers import lenient_reference, strict_reference
+
 SENTINEL = "<<polarity-test: hang this worker>>"
 
 # (response, ground truth): formats, equivalences, near misses, malformed inputs.
@@ -89,19 +91,13 @@ STRICT = ("boxed", "answer_line")
 
 
 def mv_verdict(response: str, ground_truth: str) -> float:
-    """The lenient reference: math-verify's own verdict on the whole response, computed in this
-    process with its default settings."""
-    gold = math_verify.parse(wrap_ground_truth(ground_truth))
-    return 1.0 if math_verify.verify(gold, math_verify.parse(response)) else 0.0
+    """The lenient reference (``helpers.lenient_reference``) as 1.0/0.0."""
+    return float(lenient_reference(response, ground_truth))
 
 
 def mv_strict(response: str, ground_truth: str, extraction: str = "boxed") -> float:
-    """The strict reference: math-verify on the wrapped final answer alone (0.0 without one)."""
-    answer = final_answer(response, extraction)
-    if answer is None:
-        return 0.0
-    gold = math_verify.parse(wrap_ground_truth(ground_truth))
-    return 1.0 if math_verify.verify(gold, math_verify.parse(wrap_ground_truth(answer))) else 0.0
+    """The strict reference (``helpers.strict_reference``) as 1.0/0.0."""
+    return float(strict_reference(response, ground_truth, extraction))
 
 
 def reference(response: str, ground_truth: str, extraction: str) -> float:

@@ -10,7 +10,6 @@ verdicts against the strict reference computed in this process with math-verify.
 
 from __future__ import annotations
 
-import math_verify
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,20 +28,7 @@ from polarity.reward import (
     wrap_ground_truth,
 )
 
-
-def strict_reference(response: str, gold: str, extraction: str = "boxed") -> bool:
-    """verify(parse(wrap(gold)), parse(wrap(final_answer(response)))), False without one."""
-    answer = final_answer(response, extraction)
-    if answer is None:
-        return False
-    return bool(math_verify.verify(math_verify.parse(wrap_ground_truth(gold)),
-                                   math_verify.parse(wrap_ground_truth(answer))))
-
-
-def lenient_reference(response: str, gold: str) -> bool:
-    """math-verify's default on the whole response: verify(parse(wrap(gold)), parse(response))."""
-    return bool(math_verify.verify(math_verify.parse(wrap_ground_truth(gold)),
-                                   math_verify.parse(response)))
+from .helpers import lenient_reference, strict_reference
 
 
 def reference(response: str, gold: str, extraction: str) -> bool:

@@ -29,8 +29,9 @@ from polarity.reward import (
     final_answer,
     score,
     score_batch_detailed,
-    wrap_ground_truth,
 )
+
+from .helpers import lenient_reference, strict_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from scoring_pairs import make_pairs  # noqa: E402
@@ -40,20 +41,12 @@ CONFIGS = [math_verify.LatexExtractionConfig(), math_verify.ExprExtractionConfig
 
 def naive_lenient(response: str, truth: str) -> bool:
     """math-verify's own verdict, as its README computes it (timeouts off: no hangs here)."""
-    gold = math_verify.parse(wrap_ground_truth(truth), parsing_timeout=None)
-    return bool(math_verify.verify(gold, math_verify.parse(response, parsing_timeout=None),
-                                   timeout_seconds=None))
+    return lenient_reference(response, truth, timeouts=False)
 
 
 def naive_strict(response: str, truth: str, extraction: str = "boxed") -> bool:
-    """The strict reference: math-verify on the wrapped final answer alone, False without one."""
-    answer = final_answer(response, extraction)
-    if answer is None:
-        return False
-    gold = math_verify.parse(wrap_ground_truth(truth), parsing_timeout=None)
-    return bool(math_verify.verify(
-        gold, math_verify.parse(wrap_ground_truth(answer), parsing_timeout=None),
-        timeout_seconds=None))
+    """The strict reference, timeouts off."""
+    return strict_reference(response, truth, extraction, timeouts=False)
 
 
 def naive(response: str, truth: str, extraction: str = "boxed") -> bool:

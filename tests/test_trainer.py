@@ -16,7 +16,7 @@ from polarity.config import TrainSettings
 from polarity.evaluation.generate import sample
 from polarity.model import load_policy
 
-from .helpers import make_data, make_untrained_model
+from .helpers import lenient_reference, make_data, make_untrained_model, strict_reference
 
 METRIC_COLUMNS = {
     "step", "algorithm", "seed", "gen_rounds", "frac_groups_all_correct", "frac_groups_all_wrong",
@@ -191,17 +191,8 @@ def _planting_sampler(monkeypatch, every: int = 3):
 
 def _reference(text: str, truth: str, extraction: str) -> tuple[bool, bool]:
     """(credited by ``extraction``, lenient-only) computed with math-verify in this process."""
-    import math_verify
-
-    from polarity.reward import final_answer, wrap_ground_truth
-
-    gold = math_verify.parse(wrap_ground_truth(truth))
-    lenient = bool(math_verify.verify(gold, math_verify.parse(text)))
-    answer = final_answer(text, "boxed")
-    strict = answer is not None and bool(
-        math_verify.verify(gold, math_verify.parse(wrap_ground_truth(answer))))
-    credited = lenient if extraction == "lenient" else strict
-    return credited, lenient and not strict
+    lenient, strict = lenient_reference(text, truth), strict_reference(text, truth)
+    return (lenient if extraction == "lenient" else strict), lenient and not strict
 
 
 @pytest.mark.parametrize("extraction", ["boxed", "lenient"])

@@ -14,13 +14,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import math_verify
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from polarity.reward import REASONS, final_answer, score_batch_detailed, wrap_ground_truth
+from polarity.reward import REASONS, score_batch_detailed
+
+from .helpers import lenient_reference, strict_reference
 
 REWARD_FN = Path(__file__).resolve().parents[1] / "src/polarity/backends/verl/reward_fn.py"
 KEYS = {"score", "acc", *REASONS, "lenient_only"}
@@ -80,14 +81,12 @@ def lenient_fn():
 
 def _math_verify(response: str, gold: str) -> bool:
     """math-verify's own verdict, gold wrapped as polarity.reward wraps it."""
-    return bool(math_verify.verify(math_verify.parse(wrap_ground_truth(gold)), math_verify.parse(response)))
+    return lenient_reference(response, gold)
 
 
 def _math_verify_final(response: str, gold: str) -> bool:
     """math-verify's verdict on the last box alone (the default policy's reference)."""
-    answer = final_answer(response, "boxed")
-    return answer is not None and bool(math_verify.verify(
-        math_verify.parse(wrap_ground_truth(gold)), math_verify.parse(wrap_ground_truth(answer))))
+    return strict_reference(response, gold)
 
 
 def _call(fn, response, gold):
