@@ -1,7 +1,9 @@
-"""Small real artifacts the tests share: synthetic data and an untrained tiny Qwen2 policy."""
+"""Small real artifacts the tests share: synthetic data, an untrained tiny Qwen2 policy and one
+warmed up until it solves some of the training prompts (so that RL has something to learn)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from polarity.data.rows import write_parquet
@@ -33,6 +35,30 @@ def make_untrained_model(folder: Path, data: dict[str, Path], seed=0) -> Path:
     out = folder / "tiny"
     save_pretrained_atomic(model, tokenizer, out)
     return out
+
+
+# a 2-layer model that memorises 64 problems in ~200 steps (~20 s on one CPU thread)
+PARTLY_TRAINED_SPEC = dataclasses.replace(
+    SMALL_SPEC, hidden_size=64, intermediate_size=128, layers=2, warmup_lr=3e-3,
+    warmup_max_steps=600, eval_every=20, eval_problems=64, warmup_batch=32, target_accuracy=0.4)
+
+
+def make_partly_trained_model(folder: Path, data: dict[str, Path], seed=0,
+                              max_new_tokens: int = 20) -> tuple[Path, dict]:
+    """A tiny policy warmed up on the training split itself until its sampled accuracy (T = 1)
+    on those prompts reaches 40%: groups of rollouts then mix correct and wrong responses, as RL
+    needs. Returns the model folder and the warm-up record (``validation_accuracy`` is measured
+    on the 64 training prompts)."""
+    import pandas as pd
+
+    from polarity.model import make_tiny_model
+
+    train = pd.read_parquet(data["train"])
+    rows = pd.concat([train] * 4, ignore_index=True)  # first 64 rows: the evaluation set
+    out = folder / "partly-trained"
+    record = make_tiny_model(rows, out, spec=PARTLY_TRAINED_SPEC, seed=seed,
+                             max_new_tokens=max_new_tokens, log=lambda m: None)
+    return out, record
 
 
 def lenient_reference(response: str, gold: str, timeouts: bool = True) -> bool:

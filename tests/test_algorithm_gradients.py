@@ -157,12 +157,14 @@ def test_dapo_and_grpo_differ_only_in_aggregation_and_clip():
     # same advantages; GRPO averages per sequence, DAPO per token: the gradient on a row of a
     # response of length L is scaled by 1 / (n_seq * L) vs 1 / n_tokens
     grpo, dapo = sgd_step("grpo"), sgd_step("dapo")
-    assert torch.equal(grpo.adv, dapo.adv)
+    # DAPO's +1/-1 rewards are an affine map of GRPO's 1/0: the normalized advantage is the same
+    # up to the 1e-6 in its denominator
+    assert torch.allclose(grpo.adv, dapo.adv, rtol=1e-5, atol=1e-6)
     n_tokens, n_seq = int(MASK.sum()), B
     for i in range(B):
         rows = rows_of(torch.arange(B) == i)
         ratio = (1.0 / (n_seq * int(LENGTHS[i]))) / (1.0 / n_tokens)
-        assert torch.allclose(grpo.grad[rows], dapo.grad[rows] * ratio, rtol=1e-5, atol=1e-9)
+        assert torch.allclose(grpo.grad[rows], dapo.grad[rows] * ratio, rtol=1e-4, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -279,6 +279,111 @@ def test_ppo_clip_loss_seq_mean_token_mean_hand():
     assert close(loss, (-1 - 1.1) / 2, 1e-5)
 
 
+# Dual clip (c = 3, applied where A < 0) and the log-ratio clamp (|log ratio| <= 20), hand cases
+# with eps = 0.2:
+#   A=-1, ratio 5   : max(5, 1.2) = 5 > 3 -> loss 3 (dual clip), d/dlogp = 0; without it 5, grad 5
+#   A=-1, ratio 2   : max(2, 1.2) = 2 < 3 -> loss 2, d/dlogp = 2 (dual clip inactive)
+#   A=+1, ratio 5   : max(-5, -1.2) = -1.2 -> loss -1.2 (A > 0: never dual-clipped), grad 0
+#   A=-2, ratio 4   : max(8, 2.4) = 8 > 6 -> loss 6 = -A * c, grad 0
+DUAL = [  # (ratio, A, loss with c=3, grad with c=3, loss without, grad without)
+    (5.0, -1.0, 3.0, 0.0, 5.0, 5.0),
+    (2.0, -1.0, 2.0, 2.0, 2.0, 2.0),
+    (5.0, 1.0, -1.2, 0.0, -1.2, 0.0),
+    (4.0, -2.0, 6.0, 0.0, 8.0, 8.0),
+]
+
+
+@pytest.mark.parametrize("ratio, a, loss_c, grad_c, loss_off, grad_off", DUAL)
+def test_dual_clip_hand_cases(ratio, a, loss_c, grad_c, loss_off, grad_off):
+    for c, want_loss, want_grad in ((3.0, loss_c, grad_c), (0.0, loss_off, grad_off)):
+        old = torch.log(T_([[0.1]]))
+        new = (old + math.log(ratio)).requires_grad_(True)
+        loss, stats = ppo_clip_loss(new, old, T_([[a]]), torch.ones(1, 1), eps_low=0.2,
+                                    eps_high=0.2, clip_ratio_c=c)
+        assert close(loss, want_loss, 1e-5), (ratio, a, c)
+        loss.backward()
+        assert close(new.grad, [[want_grad]], 1e-5), (ratio, a, c)
+        assert stats["dual_clip_frac"] == (1.0 if c and want_loss != loss_off else 0.0)
+
+
+def test_log_ratio_clamp_bounds_the_ratio_at_exp_20():
+    # A = -1, log ratio 30: clamped to 20 -> loss e^20 without dual clip, 3 with it; unclamped e^30
+    old, new, adv, mask = T_([[-31.0]]), T_([[-1.0]]), T_([[-1.0]]), torch.ones(1, 1)
+    kw = dict(eps_low=0.2, eps_high=0.2)
+    assert close(ppo_clip_loss(new, old, adv, mask, clip_ratio_c=0.0, **kw)[0], math.exp(20), 1e-6)
+    assert close(ppo_clip_loss(new, old, adv, mask, clip_ratio_c=3.0, **kw)[0], 3.0)
+    unclamped, _ = ppo_clip_loss(new, old, adv, mask, clip_ratio_c=0.0, log_ratio_clamp=0.0, **kw)
+    assert close(unclamped, math.exp(30), 1e-6)
+    # the clamp is symmetric: log ratio -30 -> ratio e^-20; A = +1 -> min(e^-20, 0.8) = e^-20
+    low, _ = ppo_clip_loss(old, new, -adv, mask, clip_ratio_c=0.0, **kw)
+    assert close(low, -math.exp(-20), 1e-6)
+
+
+def test_ppo_clip_token_loss_matches_verls_vanilla_loss_with_off_policy_ratios():
+    """verl's own compute_policy_loss_vanilla (dual clip 3, clamp 20) on ratios up to e^25."""
+    from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
+    from verl.workers.config import ActorConfig
+
+    g = torch.Generator().manual_seed(0)
+    old = -torch.rand(6, 7, generator=g) * 3
+    new = old + torch.randn(6, 7, generator=g) * 4
+    new[0, 0], new[1, 1] = old[0, 0] + 25, old[1, 1] - 25  # beyond the clamp both ways
+    adv = torch.randn(6, 1, generator=g).expand(6, 7).contiguous()
+    mask = (torch.arange(7)[None, :] < T_([7, 5, 3, 7, 1, 6])[:, None]).float()
+    cfg = ActorConfig(strategy="fsdp", ppo_micro_batch_size_per_gpu=1, clip_ratio=0.2,
+                      clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0, rollout_n=1)
+    want, verl_metrics = compute_policy_loss_vanilla(old, new, adv, mask, "token-mean", cfg)
+    got, stats = ppo_clip_loss(new, old, adv, mask, eps_low=0.2, eps_high=0.28, clip_ratio_c=3.0,
+                               log_ratio_clamp=20.0)
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert stats["clip_frac"] == pytest.approx(float(verl_metrics["actor/pg_clipfrac"]), abs=1e-6)
+
+
+def test_recipes_follow_their_authors_dual_clip():
+    for name in ("grpo", "dr_grpo", "dapo", "a3po", "ppo"):
+        assert resolve(name).clip_ratio_c == 3.0 and resolve(name).log_ratio_clamp == 20.0, name
+    for name in ("psr", "nsr", "w_reinforce"):  # RLVR-Decomposed's compute_policy_loss
+        assert resolve(name).clip_ratio_c == 0.0 and resolve(name).log_ratio_clamp == 0.0, name
+    assert resolve("psr", {"clip_ratio_c": 3.0}).clip_ratio_c == 3.0  # settable per study
+
+
+# ---------------------------------------------------------------------------------------------
+# DAPO's +1 / -1 reward scale
+
+
+def test_dapo_overlong_advantages_on_the_signed_scale_hand_computed():
+    # one group, L_max 10, L_cache 4 (L_exp 6): correct len 6 -> 1; correct len 8 -> 1 - 2/4 = 0.5;
+    # wrong len 3 -> -1; wrong len 5 -> -1. mean -0.125, deviations 1.125, 0.625, -0.875, -0.875,
+    # unbiased var (1.265625 + 0.390625 + 2 * 0.765625) / 3 = 1.0625
+    correct, lengths = T_([1, 1, 0, 0]).bool(), T_([6, 8, 3, 5])
+    recipe = resolve("dapo", {"overlong_cache": 4})
+    rewards = sequence_rewards(recipe, correct, lengths, max_len=10)
+    assert close(rewards, [1.0, 0.5, -1.0, -1.0])
+    adv, _ = sequence_advantages(recipe, rewards, correct, [0, 0, 0, 0])
+    std = math.sqrt(1.0625)
+    assert close(adv, [d / (std + 1e-6) for d in (1.125, 0.625, -0.875, -0.875)], 1e-6)
+    # on the 0/1 scale: rewards 1, 0.5, 0, 0; mean 0.375; var (0.390625+0.015625+2*0.140625)/3
+    binary = resolve("dapo", {"overlong_cache": 4, "incorrect_reward": 0.0})
+    adv01, _ = sequence_advantages(binary, sequence_rewards(binary, correct, lengths, 10), correct,
+                                   [0, 0, 0, 0])
+    std01 = math.sqrt(0.6875 / 3)
+    assert close(adv01, [d / (std01 + 1e-6) for d in (0.625, 0.125, -0.375, -0.375)], 1e-6)
+    assert float((adv - adv01).abs().max()) > 0.2  # the penalty weighs half as much on +1/-1
+
+
+@pytest.mark.parametrize("name", ["dapo", "a3po"])
+def test_signed_rewards_leave_advantages_unchanged_without_overlong_shaping(name):
+    correct = T_([1, 0, 0, 1, 1, 1, 0, 0]).bool()
+    lengths = T_([3, 9, 9, 2, 5, 5, 5, 5])
+    signed = resolve(name, {"overlong_cache": 0})
+    binary = resolve(name, {"overlong_cache": 0, "incorrect_reward": 0.0})
+    assert signed.incorrect_reward == -1.0
+    groups = [0, 0, 0, 0, 1, 1, 1, 1]
+    a, _ = sequence_advantages(signed, sequence_rewards(signed, correct, lengths, 10), correct, groups)
+    b, _ = sequence_advantages(binary, sequence_rewards(binary, correct, lengths, 10), correct, groups)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # A3PO shaping
 
@@ -497,7 +602,11 @@ BAD_PARAMS = [
     ("dapo", "max_gen_rounds", 2.5),
     ("dapo", "overlong_cache", -1),
     ("a3po", "p_pos", 1.5),
-    ("a3po", "rho_pos", 0.5),
+    ("a3po", "rho_pos", 0.0),
+    ("a3po", "rho_neg", -0.5),
+    ("dapo", "clip_ratio_c", 0.5),
+    ("dapo", "incorrect_reward", 1.0),
+    ("popo", "popo_predictor_width", 0),
     ("a3po", "alpha_neg", -0.001),
     ("a3po", "rank_by", "logit"),
     ("popo", "popo_tau", 1.5),
@@ -584,7 +693,11 @@ def _token_adv(name, params=None, step=0, rewards=None):
 def test_sequence_rewards_adds_overlong_penalty_for_dapo():
     recipe = resolve("dapo", {"overlong_cache": 4})
     # max_len 10 -> L_exp 6: lengths 6, 8, 10, 11 -> 0, -2/4, -1, -1
+    # DAPO's scale: +1 correct, -1 incorrect (verl's math_dapo), then the penalty
     rewards = sequence_rewards(recipe, T_([1, 1, 0, 1]), T_([6, 8, 10, 11]), max_len=10)
+    assert close(rewards, [1.0, 0.5, -2.0, 0.0])
+    binary = resolve("dapo", {"overlong_cache": 4, "incorrect_reward": 0.0})  # still expressible
+    rewards = sequence_rewards(binary, T_([1, 1, 0, 1]), T_([6, 8, 10, 11]), max_len=10)
     assert close(rewards, [1.0, 0.5, -1.0, 0.0])
     assert torch.equal(sequence_rewards(resolve("grpo"), T_([1, 0]), T_([99, 99]), 10), T_([1.0, 0.0]))
 
@@ -670,6 +783,93 @@ def test_a3po_past_the_decay_equals_dapo():
 
 # ---------------------------------------------------------------------------------------------
 # POPO
+
+
+def test_popo_predictor_has_the_authors_width_and_init():
+    from polarity.algorithms import Predictor
+
+    torch.manual_seed(0)
+    pred = Predictor(48)
+    first, norm, _, last = pred.net
+    assert first.weight.shape == (1024, 48) and last.weight.shape == (48, 1024)
+    assert resolve("popo").popo_predictor_width == 1024
+    for layer in (first, last):
+        assert torch.count_nonzero(layer.bias) == 0
+        bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))  # Xavier uniform
+        assert float(layer.weight.abs().max()) <= bound
+        # a uniform on [-b, b] has std b / sqrt(3); torch's default (kaiming, a = sqrt 5) differs
+        assert float(layer.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert torch.equal(norm.weight, torch.ones(1024)) and torch.count_nonzero(norm.bias) == 0
+    assert Predictor(48, 16).net[0].weight.shape == (16, 48)
+
+
+def test_popo_entropy_bonus_averages_over_every_completion_token():
+    """L_ent = -mean entropy over all completion tokens of the batch, negatives included."""
+    from types import SimpleNamespace
+
+    from polarity.backends.local.trainer import PopoParts
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(hidden_size=4)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    recipe = resolve("popo", {"popo_alpha": 0.0, "popo_beta": 0.5})
+    parts = PopoParts(Tiny(), recipe, seed=0)
+    log_prob = T_([[-1.0, -1.0], [-2.0, -2.0]])
+    entropy = T_([[1.0, 3.0], [5.0, 0.0]])  # response 1 (negative) has one token
+    response_mask = T_([[1.0, 1.0], [1.0, 0.0]])
+    loss_mask = T_([[1.0, 1.0], [0.0, 0.0]])  # only response 0 is positive
+    weights = T_([1.0, 0.0])
+    hidden = torch.randn(2, 2, 4)
+    parts.target = lambda *a, **k: None  # the similarity term has weight 0 here
+    import polarity.backends.local.trainer as tr
+
+    orig = tr.policy_forward
+    tr.policy_forward = lambda *a, **k: (None, None, torch.zeros(2, 2, 4))
+    try:
+        total, _ = parts.loss(log_prob, entropy, hidden, None, loss_mask, response_mask, weights,
+                              SimpleNamespace(temperature=1.0))
+    finally:
+        tr.policy_forward = orig
+    nll = (1.0 + 1.0) / 2  # weight 1 x (1 + 1) over 2 positive tokens
+    mean_entropy = (1.0 + 3.0 + 5.0) / 3  # all three completion tokens; positives alone: 2.0
+    assert close(total, nll - 0.5 * mean_entropy, 1e-6)
+
+
+def test_a3po_shapes_an_overlong_correct_response_as_a_positive():
+    """Polarity is correctness, not the advantage's sign: a correct response pushed below its
+    group mean by DAPO's overlong penalty still has its lowest-probability tokens amplified."""
+    recipe = resolve("a3po", {"overlong_cache": 4, "p_pos": 0.5, "p_neg": 0.5})
+    # L_max 10, L_cache 4: two short correct responses (1), one correct that ran past L_max
+    # (1 - 1 = 0) and a short wrong one (-1): mean 0.25, so the overlong correct one is below it
+    correct = T_([1, 1, 1, 0]).bool()
+    rewards = sequence_rewards(recipe, correct, T_([2, 2, 11, 2]), max_len=10)
+    assert close(rewards, [1.0, 1.0, 0.0, -1.0])
+    adv, _ = sequence_advantages(recipe, rewards, correct, [0] * 4)
+    assert float(adv[2]) < 0
+    old = lp([[0.9, 0.1]] * 4)  # token probabilities 0.9 and 0.1 in every response
+    token_adv, _, metrics = token_advantages(recipe, rewards, correct, [0] * 4, old,
+                                             torch.ones(4, 2), step=0)
+    # a positive's low-probability token (0.1) is scaled by s_pos = 2, whatever its sign;
+    # a negative's high-probability token (0.9) by s_neg = 2
+    assert close(token_adv[2], [float(adv[2]), 2 * float(adv[2])], 1e-6)
+    assert close(token_adv[3], [2 * float(adv[3]), float(adv[3])], 1e-6)
+    assert metrics["a3po/amplified_frac_pos"] == 0.5 and metrics["a3po/amplified_frac_neg"] == 0.5
+
+
+def test_a3po_scales_below_one_damp_and_recover_to_one():
+    # the authors' ablation with a scale of 0.5: s(step) = min(0.5 + alpha * step, 1)
+    assert decayed_scale(0.5, 0.0, 100) == 0.5
+    assert decayed_scale(0.5, 0.1, 2) == pytest.approx(0.7)
+    assert decayed_scale(0.5, 0.1, 5) == 1.0 and decayed_scale(0.5, 0.1, 50) == 1.0
+    recipe = resolve("a3po", {"rho_pos": 0.5, "alpha_pos": 0.0, "p_pos": 0.5, "p_neg": 0.0})
+    # one positive response of 2 tokens with A = 1, probs 0.9 and 0.2: the low one is damped
+    adv, _, _ = token_advantages(recipe, T_([1.0, 0.0]), T_([1, 0]).bool(), [0, 0],
+                                 lp([[0.9, 0.2], [0.5, 0.5]]), torch.ones(2, 2), step=3)
+    a = 0.5 / (math.sqrt(0.5) + 1e-6)  # GRPO: mean 0.5, unbiased std sqrt(0.5)
+    assert close(adv[0], [a, 0.5 * a], 1e-5)
 
 
 def test_popo_weights_softmax_over_positives_per_group():

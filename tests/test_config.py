@@ -45,7 +45,8 @@ def test_default_config_is_valid():
         ({"train": {"steps": 0}}, "train.steps"),
         ({"algorithms": ["grpo", "reinforce++"]}, "algorithms[1]"),
         ({"evaluate": {"benchmarks": ["aime2099"]}}, "evaluate.benchmarks[0]"),
-        ({"algorithm_params": {"a3po": {"rho_pos": 0.5}}}, "algorithm_params.a3po.rho_pos"),
+        ({"algorithm_params": {"a3po": {"rho_pos": 0.0}}}, "algorithm_params.a3po.rho_pos"),
+        ({"algorithm_params": {"dapo": {"clip_ratio_c": 0.5}}}, "algorithm_params.dapo.clip_ratio_c"),
         ({"algorithm_params": {"psr": {"lambda": 0.5}}}, "algorithm_params.psr.lambda"),
         ({"models": {"tiny": {"make": "huge"}}}, "models.tiny.make"),
         ({"colour": "blue"}, "colour"),
@@ -61,6 +62,21 @@ def test_schema_errors_name_the_key(patch, key):
     with pytest.raises(ConfigError) as err:
         check_config(config)
     assert key in str(err.value)
+
+
+def test_an_overlong_buffer_not_below_the_response_cap_is_refused():
+    config = default_config()
+    config["algorithm_params"] = {k: v for k, v in config["algorithm_params"].items() if k != "a3po"}
+    with pytest.raises(ConfigError, match=r"algorithm_params\.a3po\.overlong_cache: .*4096.*\(32\)"):
+        check_study(config)  # a3po would inherit DAPO's 4096-token buffer with 32-token responses
+    config["algorithm_params"]["a3po"] = {"overlong_cache": 32}
+    with pytest.raises(ConfigError, match=r"algorithm_params\.a3po\.overlong_cache"):
+        check_study(config)
+    config["algorithm_params"]["a3po"] = {"overlong_cache": 31}
+    check_study(config)
+    config["algorithms"] = ["grpo"]  # a buffer of an algorithm the study does not run is moot
+    config["algorithm_params"]["a3po"] = {"overlong_cache": 64}
+    check_study(config)
 
 
 def test_cross_field_checks_name_the_key():

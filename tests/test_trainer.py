@@ -16,29 +16,45 @@ from polarity.config import TrainSettings
 from polarity.evaluation.generate import sample
 from polarity.model import load_policy
 
-from .helpers import lenient_reference, make_data, make_untrained_model, strict_reference
+from .helpers import lenient_reference, make_data, make_partly_trained_model, strict_reference
 
 METRIC_COLUMNS = {
     "step", "algorithm", "seed", "gen_rounds", "frac_groups_all_correct", "frac_groups_all_wrong",
     "frac_groups_dropped", "accuracy", "response_length_mean", "response_length_max",
     "response_clip_frac", "n_positive", "n_negative", "frac_positive", "frac_negative",
-    "reward_mean", "entropy", "pg_loss", "clip_frac", "grad_norm", "lr", "lenient_only_frac",
+    "reward_mean", "entropy", "pg_loss", "clip_frac", "dual_clip_frac", "grad_norm", "lr",
+    "lenient_only_frac", "optimizer_steps",
 }
+# responses of up to 20 tokens: the task's solutions ("18+8=26. \boxed{26}") take ~14
 SETTINGS = dict(steps=3, prompts_per_step=4, rollouts_per_prompt=4, mini_batch_prompts=2,
-                max_response_tokens=10, save_every=1, lr=1e-3)
+                max_response_tokens=20, save_every=1, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
+    """Data and a policy that solves ~40% of the training prompts (so groups are mixed)."""
     folder = tmp_path_factory.mktemp("trainer")
     data = make_data(folder)
-    return data, make_untrained_model(folder, data)
+    model, record = make_partly_trained_model(folder, data)
+    assert 0.3 <= record["validation_accuracy"] < 1.0
+    return data, model
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+# DAPO's overlong buffer must be smaller than the response cap (20% of it, as in the paper)
+PARAMS = {"dapo": {"overlong_cache": 4}, "a3po": {"overlong_cache": 4}}
 
 
 def run(artifacts, out: Path, algorithm="grpo", **overrides):
     data, model = artifacts
     settings = TrainSettings.from_dict({**SETTINGS, **overrides})
-    return train(model_path=model, data_path=data["train"], algorithm=algorithm, params={},
+    return train(model_path=model, data_path=data["train"], algorithm=algorithm,
+                 params=PARAMS.get(algorithm, {}),
                  settings=settings, seed=0, final_dir=out / "final",
                  metrics_path=out / "metrics.jsonl", state_dir=out / "state", log=lambda m: None)
 
@@ -69,21 +85,60 @@ def test_a_step_samples_distinct_prompts_from_the_whole_split(artifacts):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "dapo", "psr", "nsr", "w_reinforce", "a3po", "popo"])
-def test_metrics_have_documented_columns_one_row_per_step(artifacts, tmp_path, algorithm):
+def test_training_happens_through_each_algorithms_own_path(artifacts, tmp_path, algorithm):
+    """One metrics row per step with the documented columns, optimizer steps taken, the
+    parameters moved, and the algorithm's own path visible in its numbers."""
     rows = run(artifacts, tmp_path, algorithm=algorithm)
     on_disk = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert on_disk == json.loads(json.dumps(rows))
     assert [r["step"] for r in on_disk] == [0, 1, 2]
     for row in on_disk:
         assert METRIC_COLUMNS <= set(row), METRIC_COLUMNS - set(row)
+    assert 0 < sum(r["accuracy"] for r in rows) / 3 < 1  # the policy has something to learn
+    trained = [r for r in rows if r["optimizer_steps"] > 0]
+    assert trained, "no optimizer step was taken"
+    assert all(r["grad_norm"] > 0 for r in trained)
+    before, after = _weights(artifacts[1]), _weights(tmp_path / "final")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "parameters did not change"
+
+    if algorithm == "psr":  # positives only
+        assert all(r["n_negative"] == 0 for r in rows) and sum(r["n_positive"] for r in rows) > 0
+    if algorithm == "nsr":  # negatives only
+        assert all(r["n_positive"] == 0 for r in rows) and sum(r["n_negative"] for r in rows) > 0
+    if algorithm in ("grpo", "w_reinforce"):
+        assert sum(r["n_positive"] for r in rows) > 0 and sum(r["n_negative"] for r in rows) > 0
+    if algorithm in ("dapo", "a3po"):  # dynamic sampling dropped the uniform groups it met
+        seen_uniform = sum(r["frac_groups_all_correct"] + r["frac_groups_all_wrong"] for r in rows)
+        assert seen_uniform > 0
+        assert all(r["frac_groups_dropped"] > 0 for r in rows
+                   if r["frac_groups_all_correct"] + r["frac_groups_all_wrong"] > 0)
+        assert all(r["gen_rounds"] >= 1 for r in rows)
     if algorithm == "a3po":
-        assert {"a3po/s_pos", "a3po/s_neg"} <= set(on_disk[0])
-        for row in on_disk:  # the untrained policy may give dynamic sampling nothing to keep
-            if row["optimizer_steps"]:
-                assert {"a3po/amplified_frac_pos", "a3po/amplified_prob_neg"} <= set(row)
         assert on_disk[0]["a3po/s_pos"] == 2.0  # step 0: rho
+        shaped = [r for r in trained if r["a3po/amplified_frac_pos"] > 0]
+        assert shaped and all(0 < r["a3po/amplified_frac_neg"] <= 1 for r in trained)
+        # k_i = max(1, floor(0.2 L_i)) of each response's tokens: at least 20% less rounding
+        assert all(r["a3po/amplified_frac_pos"] <= 0.5 for r in shaped)
     if algorithm == "popo":
-        assert {"popo/weight_entropy", "popo/ema_tau"} <= set(on_disk[0])
+        assert {"popo/weight_entropy", "popo/ema_tau", "popo/sim_loss"} <= set(on_disk[0])
+        state = torch.load(sorted((tmp_path / "state" / "checkpoints").glob("*.pt"))[-1],
+                           weights_only=False)
+        target, predictor = state["popo"]["target"], state["popo"]["predictor"]
+        key = next(k for k in target if k.endswith("q_proj.weight"))
+        moved = target[key] - before[key]
+        assert float(moved.abs().max()) > 0, "the EMA target did not move"
+        # it lags the policy: xi <- tau xi + (1 - tau) theta stays between start and policy
+        assert float(moved.norm()) < float((after[key] - before[key]).norm())
+        assert float(predictor["net.0.bias"].abs().max()) > 0  # zero at init: it trained
+
+
+def test_an_overlong_buffer_as_long_as_the_responses_is_refused(artifacts, tmp_path):
+    data, model = artifacts
+    with pytest.raises(ValueError, match=r"algorithm_params\.dapo\.overlong_cache"):
+        train(model_path=model, data_path=data["train"], algorithm="dapo", params={},
+              settings=TrainSettings.from_dict(SETTINGS), seed=0, final_dir=tmp_path / "f",
+              metrics_path=tmp_path / "m.jsonl", state_dir=tmp_path / "s", log=lambda m: None)
+    assert not (tmp_path / "f").exists()
 
 
 def test_final_policy_loads_with_auto_classes(artifacts, tmp_path):
@@ -118,6 +173,8 @@ def test_a3po_step_continues_across_a_resume(artifacts, tmp_path):
     rows = run(artifacts, tmp_path, algorithm="a3po", steps=4, save_every=2)
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert [r["a3po/s_pos"] for r in rows] == [2.0 - 0.005 * s for s in range(4)]
+    # the resumed steps shaped real batches (not the no-batch fallback of update())
+    assert all(r["optimizer_steps"] > 0 and r["a3po/amplified_frac_pos"] > 0 for r in rows[2:])
 
 
 def _train_cmd(artifacts, out: Path, steps: int):

@@ -8,6 +8,7 @@ configs composed from our overrides. Each must return what ``polarity.algorithms
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -151,9 +152,47 @@ def test_loss_matches_the_registry(algorithm, tmp_path, use_run):
     loss, metrics = _verl_loss(cfg, b, adv)
     recipe = resolve(algorithm, PARAMS.get(algorithm, {}))
     want, stats = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
-                                eps_high=recipe.eps_high, agg_mode=recipe.loss_agg_mode, norm_len=T)
+                                eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
+                                log_ratio_clamp=recipe.log_ratio_clamp,
+                                agg_mode=recipe.loss_agg_mode, norm_len=T)
     torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-5)
     assert _value(metrics["actor/pg_clipfrac"]) == pytest.approx(stats["clip_frac"])
+
+
+@pytest.mark.parametrize("algorithm, dual", [("dapo", True), ("grpo", True), ("nsr", False)])
+def test_dual_clip_and_clamp_through_verls_ppo_loss(algorithm, dual, tmp_path, use_run):
+    """Off-policy ratios (e^5, e^25) through verl's ppo_loss: the loss the recipe's authors use,
+    hand-computed. One response of 2 tokens, A = -1 on both (REINFORCE's negative, or a group)."""
+    _, cfg, env = _config(algorithm, tmp_path, {} if algorithm != "dapo" else {"overlong_cache": 2})
+    use_run(env)
+    b = {"lengths": torch.tensor([2]), "mask": torch.tensor([[1.0, 1.0] + [0.0] * (T - 2)])}
+    b["old_lp"] = torch.full((1, T), -30.0)
+    b["new_lp"] = b["old_lp"].clone()
+    b["new_lp"][0, 0] += 5.0  # ratio e^5 ~ 148
+    b["new_lp"][0, 1] += 25.0  # ratio e^25, clamped to e^20 when the clamp is on
+    adv = -torch.ones(1, T) * b["mask"]
+    loss, metrics = _verl_loss(cfg, b, adv)
+    # token-mean over 2 tokens; -A * ratio = ratio (max with the clipped 1.2 / 1.28)
+    want = (3.0 + 3.0) / 2 if dual else (math.exp(5) + math.exp(25)) / 2
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert _value(metrics["actor/pg_clipfrac_lower"]) == (1.0 if dual else 0.0)
+
+
+def test_dapo_signed_rewards_through_verls_compute_advantage(tmp_path, use_run):
+    """verl's compute_advantage with our estimator: DAPO's +1/-1 scale plus the overlong
+    penalty (L_max 8, L_cache 4: L_exp 4), hand-computed."""
+    _, cfg, env = _config("dapo", tmp_path, {"overlong_cache": 4})
+    use_run(env)
+    b = _batch(groups=1)
+    b["lengths"] = torch.tensor([4, 6, 3, 2])  # correct ok, correct 2 over L_exp, wrong, wrong
+    b["mask"] = (torch.arange(T)[None, :] < b["lengths"][:, None]).float()
+    b["correct"] = torch.tensor([True, True, False, False])
+    b["rewards"] = torch.zeros(4, T)
+    b["rewards"][torch.arange(4), b["lengths"] - 1] = b["correct"].float()
+    got = _verl_advantages(cfg, b)
+    # rewards 1, 1 - 2/4 = 0.5, -1, -1: mean -0.125, unbiased std sqrt(1.0625)
+    want = torch.tensor([1.125, 0.625, -0.875, -0.875]) / (math.sqrt(1.0625) + 1e-6)
+    torch.testing.assert_close((got * b["mask"]).sum(1) / b["mask"].sum(1), want, atol=1e-5, rtol=0)
 
 
 def _a3po_expected(b, step, params):
@@ -162,7 +201,8 @@ def _a3po_expected(b, step, params):
     adv, _, _ = token_advantages(recipe, rewards, b["correct"], list(b["uids"]), b["old_lp"],
                                  b["mask"], step)
     loss, _ = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
-                            eps_high=recipe.eps_high, agg_mode=recipe.loss_agg_mode)
+                            eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
+                            log_ratio_clamp=recipe.log_ratio_clamp, agg_mode=recipe.loss_agg_mode)
     return loss
 
 

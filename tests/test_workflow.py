@@ -94,11 +94,14 @@ def test_end_to_end_small_study(tmp_path):
     fixture_rows = len(pd.read_parquet(R / "data" / "math500.parquet"))
     assert math500["problem_id"].tolist() == [p for p in range(fixture_rows) for _ in range(4)]
     warmup = json.loads((R / "models" / "tiny" / "warmup.json").read_text())
-    assert warmup["warmup_steps"] >= 1 and 0.0 <= warmup["validation_accuracy"] <= 1.0
+    # the base policy solves some held-out problems: RL has something to learn from
+    assert warmup["warmup_steps"] >= 1 and 0.0 < warmup["validation_accuracy"] <= 1.0
     for algorithm in ("grpo", "a3po", "popo"):
         rows = [json.loads(x) for x in (R / "runs" / "tiny" / algorithm / "seed0" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [0, 1, 2]
         assert (R / "runs" / "tiny" / algorithm / "seed0" / "final" / "config.json").exists()
+        assert sum(r["accuracy"] for r in rows) > 0
+        assert sum(r["optimizer_steps"] for r in rows) > 0, f"{algorithm} took no optimizer step"
     for algorithm in ("base", "grpo", "a3po", "popo"):
         samples = pd.read_parquet(R / "eval" / "tiny" / algorithm / "seed0" / "synthetic-arith-test.parquet")
         assert len(samples) == 12 * 4

@@ -121,6 +121,17 @@ def check_study(config: dict[str, Any]) -> None:
                 f"algorithm_params.{name}.rank_by: verl's policy loss gets no old-policy entropy; "
                 "A3PO on verl ranks by 'prob' only"
             )
+    max_len = config.get("train", {}).get("max_response_tokens")
+    for name in config.get("algorithms", []):
+        recipe = get_algorithm(name).resolve(params.get(name))
+        if max_len is not None and recipe.overlong_cache >= max_len:
+            where = "overlong_cache" in (params.get(name) or {})
+            raise ConfigError(
+                f"algorithm_params.{name}.overlong_cache: DAPO's overlong buffer "
+                f"({recipe.overlong_cache} tokens{'' if where else ', the default'}) must be smaller "
+                f"than train.max_response_tokens ({max_len}), or every response is penalised; "
+                f"set algorithm_params.{name}.overlong_cache (0 = off)"
+            )
     if backend == "verl":
         verl = config.get("verl", {})
         train = config.get("train", {})

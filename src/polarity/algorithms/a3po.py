@@ -3,7 +3,8 @@
 After the GRPO advantage is broadcast to tokens, each positive response amplifies its
 k_i = max(1, floor(p_pos * L_i)) lowest-probability tokens by s_pos(step) and each negative
 response its k_i highest-probability tokens by s_neg(step), with the linear decay
-s(step) = max(rho - alpha * step, 1) (step = 0 for the first training step). Probabilities
+s(step) = max(rho - alpha * step, 1) (step = 0 for the first training step). A scale below 1
+(the authors' ablation with 0.5) damps those tokens instead and moves up to 1 at the same rate. Probabilities
 are the old policy's, fixed for the whole rollout batch; padding never ranks.
 
 The generalization of the official code is exposed too: all four (polarity x low/high)
@@ -22,7 +23,10 @@ from torch import Tensor
 
 
 def decayed_scale(rho: float, alpha: float, step: int) -> float:
-    """s(step) = max(rho - alpha * step, 1)."""
+    """s(step) = max(rho - alpha * step, 1) for rho >= 1 (amplify, decaying to 1), and
+    min(rho + alpha * step, 1) for rho < 1 (the authors' damping ablation, recovering to 1)."""
+    if rho < 1.0:
+        return min(rho + alpha * step, 1.0)
     return max(rho - alpha * step, 1.0)
 
 

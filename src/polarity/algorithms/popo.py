@@ -4,7 +4,8 @@ Per prompt, only the positive set S+ trains. Bounded importance weights w_i = so
 S+ of the length-normalized sequence log-prob (no gradient), so w is in [0, 1] and sums to 1
 per prompt. L = L_NLL + alpha * L_sim + beta * L_ent with
 L_NLL = sum_i w_i sum_t -log pi(y_it) / (positive tokens in the batch),
-L_sim = -sum_i w_i cos(h_phi(f_theta_i), sg(f_xi_i + eps)) / sum_i w_i, L_ent = -mean entropy.
+L_sim = -sum_i w_i cos(h_phi(f_theta_i), sg(f_xi_i + eps)) / sum_i w_i, L_ent = -mean entropy
+over every completion token of the batch, negatives included (the paper's -E_s[H]).
 f is the mean-pooled last hidden state over completion tokens; f_xi comes from an EMA copy of
 the policy (xi <- tau xi + (1 - tau) theta) plus N(0, sigma^2) noise; h_phi is a 2-layer MLP
 predictor with LayerNorm.
@@ -72,14 +73,20 @@ def weight_entropy(weights: Tensor, group_ids: Sequence | Tensor) -> float:
 
 
 class Predictor(nn.Module):
-    """h_phi: Linear -> LayerNorm -> ReLU -> Linear, the online branch's predictor."""
+    """h_phi: Linear -> LayerNorm -> ReLU -> Linear, the online branch's predictor.
 
-    def __init__(self, hidden: int, inner: int | None = None):
+    As the authors' ``PredictorMLP``: inner width 1024 by default, Xavier-uniform weights and
+    zero biases (LayerNorm keeps torch's ones/zeros)."""
+
+    def __init__(self, hidden: int, inner: int = 1024):
         super().__init__()
-        inner = inner or 2 * hidden
         self.net = nn.Sequential(
             nn.Linear(hidden, inner), nn.LayerNorm(inner), nn.ReLU(), nn.Linear(inner, hidden)
         )
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -45,6 +45,11 @@ class Recipe:
     w_neg: float = _p(1.0, "multiplier of negative samples' advantages", minimum=0.0)
     eps_low: float = _p(0.2, "lower clip range", minimum=0.0, maximum=1.0)
     eps_high: float = _p(0.2, "upper clip range", minimum=0.0)
+    clip_ratio_c: float = _p(3.0, "dual-clip bound c where A < 0 (verl's clip_ratio_c; 0 = off, else > 1)",
+                             minimum=0.0)
+    log_ratio_clamp: float = _p(20.0, "clamp of log(pi/pi_old) to [-x, x] (verl: 20; 0 = off)", minimum=0.0)
+    incorrect_reward: float = _p(0.0, "reward of an incorrect response (a correct one scores 1; DAPO: -1)",
+                                 minimum=-1.0, maximum=0.0)
     loss_agg_mode: str = _p("token-mean", "loss aggregation", choices=AGG_MODES)
     dynamic_sampling: bool = _p(False, "drop all-correct/all-wrong groups and sample more")
     max_gen_rounds: int = _p(3, "generation rounds allowed to fill a dynamic-sampling batch", minimum=1)
@@ -54,15 +59,19 @@ class Recipe:
     rank_by: str = _p("prob", "A3PO token ranking", choices=("prob", "entropy"))
     p_pos: float = _p(0.2, "A3PO fraction of lowest-prob tokens of positives", minimum=0.0, maximum=1.0)
     p_neg: float = _p(0.2, "A3PO fraction of highest-prob tokens of negatives", minimum=0.0, maximum=1.0)
-    rho_pos: float = _p(2.0, "A3PO initial scale, positives", minimum=1.0)
-    rho_neg: float = _p(2.0, "A3PO initial scale, negatives", minimum=1.0)
+    rho_pos: float = _p(2.0, "A3PO initial scale, positives (< 1 damps)", minimum=0.0,
+                        exclusive_min=True)
+    rho_neg: float = _p(2.0, "A3PO initial scale, negatives (< 1 damps)", minimum=0.0,
+                        exclusive_min=True)
     alpha_pos: float = _p(0.005, "A3PO scale decay per step, positives", minimum=0.0)
     alpha_neg: float = _p(0.005, "A3PO scale decay per step, negatives", minimum=0.0)
     p_pos_high: float = _p(0.0, "A3PO fraction of highest-prob tokens of positives", minimum=0.0, maximum=1.0)
-    rho_pos_high: float = _p(1.0, "A3PO scale of positives' high-prob tokens", minimum=1.0)
+    rho_pos_high: float = _p(1.0, "A3PO scale of positives' high-prob tokens", minimum=0.0,
+                             exclusive_min=True)
     alpha_pos_high: float = _p(0.0, "decay of rho_pos_high", minimum=0.0)
     p_neg_low: float = _p(0.0, "A3PO fraction of lowest-prob tokens of negatives", minimum=0.0, maximum=1.0)
-    rho_neg_low: float = _p(1.0, "A3PO scale of negatives' low-prob tokens", minimum=1.0)
+    rho_neg_low: float = _p(1.0, "A3PO scale of negatives' low-prob tokens", minimum=0.0,
+                            exclusive_min=True)
     alpha_neg_low: float = _p(0.0, "decay of rho_neg_low", minimum=0.0)
     # POPO (objective == "popo")
     popo_alpha: float = _p(0.1, "POPO weight of the similarity loss", minimum=0.0)
@@ -70,6 +79,8 @@ class Recipe:
     popo_tau: float = _p(0.995, "POPO EMA momentum of the target policy", minimum=0.0, maximum=1.0)
     popo_noise: float = _p(0.02, "POPO std of the Gaussian noise on target features", minimum=0.0)
     popo_uniform: bool = _p(False, "POPO ablation: uniform weights 1/|S+|")
+    popo_predictor_width: int = _p(1024, "POPO predictor MLP hidden width (authors' code: 1024)",
+                                   minimum=1)
 
     def a3po_selections(self) -> list[_a3po.Selection]:
         return _a3po.default_selections(
@@ -83,8 +94,9 @@ class Recipe:
 RECIPE_FIELDS = {f.name: f for f in fields(Recipe)}
 _A3PO_KNOBS = tuple(n for n in RECIPE_FIELDS if n.startswith(("p_", "rho_", "alpha_"))) + ("rank_by",)
 _POPO_KNOBS = tuple(n for n in RECIPE_FIELDS if n.startswith("popo_"))
-_PG_KNOBS = ("advantage", "polarity", "w_pos", "w_neg", "eps_low", "eps_high", "loss_agg_mode",
-             "dynamic_sampling", "max_gen_rounds", "overlong_cache")
+_PG_KNOBS = ("advantage", "polarity", "w_pos", "w_neg", "eps_low", "eps_high", "clip_ratio_c",
+             "log_ratio_clamp", "incorrect_reward", "loss_agg_mode", "dynamic_sampling",
+             "max_gen_rounds", "overlong_cache")
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,10 @@ def _check_value(where: str, name: str, value):
             raise ValueError(f"{where}: must be a finite number, got {value}")
         if meta["minimum"] is not None and value < meta["minimum"]:
             raise ValueError(f"{where}: must be >= {meta['minimum']}, got {value}")
+        if meta["exclusive_min"] and value <= meta["minimum"]:
+            raise ValueError(f"{where}: must be > {meta['minimum']}, got {value}")
+        if name == "clip_ratio_c" and 0 < value <= 1:
+            raise ValueError(f"{where}: must be 0 (no dual clip) or > 1, got {value}")
         if meta["maximum"] is not None and value > meta["maximum"]:
             raise ValueError(f"{where}: must be <= {meta['maximum']}, got {value}")
         return value
@@ -142,9 +158,12 @@ def _check_value(where: str, name: str, value):
     return value
 
 
+# verl's math_dapo score: +1 / -1, plus the overlong penalty
 _DAPO = Recipe(eps_low=0.2, eps_high=0.28, loss_agg_mode="token-mean", dynamic_sampling=True,
-               overlong_cache=4096)  # the paper's L_cache (with L_max = 20480)
-_ZHU = Recipe(advantage="reinforce", loss_agg_mode="token-mean")
+               overlong_cache=4096, incorrect_reward=-1.0)  # the paper's L_cache (L_max = 20480)
+# RLVR-Decomposed's compute_policy_loss: no dual clip, no log-ratio clamp
+_ZHU = Recipe(advantage="reinforce", loss_agg_mode="token-mean", clip_ratio_c=0.0,
+              log_ratio_clamp=0.0)
 
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
@@ -208,7 +227,9 @@ def params_schema() -> dict:
             if meta["choices"]:
                 spec["enum"] = list(meta["choices"])
             if meta["minimum"] is not None:
-                spec["minimum"] = meta["minimum"]
+                spec["exclusiveMinimum" if meta["exclusive_min"] else "minimum"] = meta["minimum"]
+            if name == "clip_ratio_c":  # 0 (off) or > 1
+                spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum": 1}]
             if meta["maximum"] is not None:
                 spec["maximum"] = meta["maximum"]
             algo_props[key] = spec
@@ -221,8 +242,9 @@ def params_schema() -> dict:
 
 
 def sequence_rewards(recipe: Recipe, correct: Tensor, lengths: Tensor, max_len: int) -> Tensor:
-    """r_i = c_i plus DAPO's overlong penalty when the recipe asks for it."""
-    reward = correct.float()
+    """r_i = 1 if correct else ``incorrect_reward`` (0, or DAPO's -1), plus DAPO's overlong
+    penalty when the recipe asks for it."""
+    reward = torch.where(correct.bool(), 1.0, float(recipe.incorrect_reward))
     if recipe.overlong_cache > 0:
         reward = reward + overlong_penalty(lengths, max_len, recipe.overlong_cache)
     return reward

@@ -292,6 +292,9 @@ def train(
     recipe = alg.resolve(algorithm, params)
     if recipe.objective not in ("ppo_clip", "popo"):
         raise ValueError(f"{algorithm}: objective {recipe.objective} needs the verl backend")
+    if recipe.overlong_cache >= settings.max_response_tokens:
+        raise ValueError(f"algorithm_params.{algorithm}.overlong_cache: {recipe.overlong_cache} must be "
+                         f"smaller than max_response_tokens ({settings.max_response_tokens})")
     data = load_prompts(data_path)
     device = settings.device
     model, tokenizer = load_policy(model_path, device)
@@ -350,7 +353,8 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
            reference, old=None) -> dict:
     """Advantages once for the rollout batch, then one optimizer step per mini-batch."""
     empty = {"n_positive": 0, "n_negative": 0, "frac_positive": float("nan"),
-             "frac_negative": float("nan"), "pg_loss": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan"),
+             "frac_negative": float("nan"), "pg_loss": float("nan"), "clip_frac": float("nan"),
+             "dual_clip_frac": float("nan"), "grad_norm": float("nan"),
              "optimizer_steps": 0}
     if recipe.token_shaping == "a3po":  # the scales follow the global step even with no batch
         main = recipe.a3po_selections()[:2]
@@ -390,7 +394,7 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
 
     n_prompts = len(batch) // G
     order = torch.randperm(n_prompts, generator=torch.Generator().manual_seed(hash_seed(seed, "mb", step)))
-    losses, clip_fracs, grad_norms, sims, optimizer_steps = [], [], [], [], 0
+    losses, clip_fracs, dual_fracs, grad_norms, sims, optimizer_steps = [], [], [], [], [], 0
     for start in range(0, n_prompts, settings.mini_batch_prompts):
         prompts = order[start:start + settings.mini_batch_prompts]
         idx = (prompts.unsqueeze(-1) * G + torch.arange(G)).flatten()
@@ -404,11 +408,14 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
         if popo is None:
             loss, m = alg.ppo_clip_loss(
                 log_prob, old_log_prob[sel], token_adv[sel], loss_mask[sel],
-                eps_low=recipe.eps_low, eps_high=recipe.eps_high,
-                agg_mode=recipe.loss_agg_mode, norm_len=settings.max_response_tokens)
+                eps_low=recipe.eps_low, eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
+                log_ratio_clamp=recipe.log_ratio_clamp, agg_mode=recipe.loss_agg_mode,
+                norm_len=settings.max_response_tokens)
             clip_fracs.append(m["clip_frac"])
+            dual_fracs.append(m["dual_clip_frac"])
         else:
-            loss, sim = popo.loss(log_prob, ent, hidden, sub, loss_mask[sel], weights[sel], settings)
+            loss, sim = popo.loss(log_prob, ent, hidden, sub, loss_mask[sel], mask[sel], weights[sel],
+                                  settings)
             sims.append(sim)
         if settings.entropy_coef > 0:
             loss = loss - settings.entropy_coef * alg.aggregate(ent, loss_mask[sel], "token-mean")
@@ -427,6 +434,7 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
             popo.after_step(model)
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     stats.update({"pg_loss": mean(losses), "clip_frac": mean(clip_fracs),
+                  "dual_clip_frac": mean(dual_fracs),
                   "grad_norm": mean(grad_norms), "optimizer_steps": optimizer_steps})
     if popo is not None:
         stats["popo/sim_loss"] = mean(sims)
@@ -440,14 +448,16 @@ class PopoParts:
         self.recipe = recipe
         hidden = model.config.hidden_size
         torch.manual_seed(hash_seed(seed, "popo-predictor"))
-        self.predictor = alg.Predictor(hidden).to(next(model.parameters()).device)
+        self.predictor = alg.Predictor(hidden, recipe.popo_predictor_width).to(
+            next(model.parameters()).device)
         self.target = copy.deepcopy(model).eval()
         for p in self.target.parameters():
             p.requires_grad_(False)
         self.noise = torch.Generator().manual_seed(hash_seed(seed, "popo-noise"))
 
-    def loss(self, log_prob, entropy, hidden, rollouts, loss_mask, weights, settings):
-        """L = L_NLL + alpha * L_sim + beta * L_ent over the mini-batch's positives."""
+    def loss(self, log_prob, entropy, hidden, rollouts, loss_mask, response_mask, weights, settings):
+        """L = L_NLL + alpha * L_sim + beta * L_ent: NLL and similarity over the mini-batch's
+        positives (``loss_mask``), the entropy over all its completion tokens (``response_mask``)."""
         nll = alg.popo_nll_loss(log_prob, loss_mask, weights)
         online = self.predictor(alg.mean_pool(hidden, loss_mask))
         with torch.no_grad():
@@ -456,7 +466,7 @@ class PopoParts:
             target = target + self.recipe.popo_noise * torch.randn(
                 target.shape, generator=self.noise).to(target.device)
         sim = alg.popo_similarity_loss(online, target, weights)
-        ent = alg.aggregate(entropy, loss_mask, "token-mean")
+        ent = alg.aggregate(entropy, response_mask, "token-mean")
         total = nll + self.recipe.popo_alpha * sim - self.recipe.popo_beta * ent
         return total, float(sim)
 

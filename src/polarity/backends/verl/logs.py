@@ -24,6 +24,7 @@ VERL_TO_OURS = {
     "actor/entropy": "entropy",
     "actor/pg_loss": "pg_loss",
     "actor/pg_clipfrac": "clip_frac",
+    "actor/pg_clipfrac_lower": "dual_clip_frac",
     "actor/grad_norm": "grad_norm",
     "actor/lr": "lr",
     "response_length/mean": "response_length_mean",

@@ -152,6 +152,8 @@ def verl_overrides(
         "trainer.max_actor_ckpt_to_keep": train["keep_checkpoints"],
         "trainer.max_critic_ckpt_to_keep": train["keep_checkpoints"],
     }
+    if recipe.clip_ratio_c:  # verl's own loss (PPO) reads it; ours reads the recipe (0 = off)
+        o["actor_rollout_ref.actor.clip_ratio_c"] = recipe.clip_ratio_c
     if recipe.loss_agg_mode == "seq-mean-token-sum-norm":
         o["actor_rollout_ref.actor.loss_scale_factor"] = train["max_response_tokens"]
     if train.get("dump_rollouts", True):  # every step's responses and verdicts: <step>.jsonl

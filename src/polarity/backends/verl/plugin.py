@@ -242,7 +242,8 @@ def polarity_policy_loss(
     """PPO-clip loss of the run's recipe, with A3PO's token shaping when it asks for it.
 
     Clip ranges come from verl's ``actor.clip_ratio_low/high`` (the overrides set them from the
-    recipe); aggregation is verl's ``agg_loss`` with its global batch info.
+    recipe); the dual clip and the log-ratio clamp from the recipe (``clip_ratio_c``,
+    ``log_ratio_clamp``); aggregation is verl's ``agg_loss`` with its global batch info.
     """
     run = current_run()
     recipe = run.recipe
@@ -262,7 +263,8 @@ def polarity_policy_loss(
     eps_low = config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio
     eps_high = config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio
     token_loss, stats = ppo_clip_token_loss(
-        log_prob, old_log_prob, advantages, response_mask, eps_low=eps_low, eps_high=eps_high
+        log_prob, old_log_prob, advantages, response_mask, eps_low=eps_low, eps_high=eps_high,
+        clip_ratio_c=recipe.clip_ratio_c, log_ratio_clamp=recipe.log_ratio_clamp,
     )
     if rollout_is_weights is not None:
         token_loss = token_loss * rollout_is_weights
@@ -271,5 +273,6 @@ def polarity_policy_loss(
         **config.global_batch_info,
     )
     metrics["actor/pg_clipfrac"] = stats["clip_frac"]
+    metrics["actor/pg_clipfrac_lower"] = stats["dual_clip_frac"]  # verl's name for the dual clip
     metrics["actor/ppo_kl"] = stats["approx_kl"]
     return loss, metrics
