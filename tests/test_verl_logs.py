@@ -25,7 +25,8 @@ def training(step: int, attempt: int) -> dict:
     return {"training/global_step": step, "training/epoch": 0,
             "critic/score/mean": tag + 0.5, "critic/rewards/mean": tag + 0.25,
             "actor/entropy": tag + 0.1, "actor/pg_loss": -tag,
-            "actor/pg_clipfrac": 0.01, "actor/grad_norm": 2.0, "actor/lr": 1e-6,
+            "actor/pg_clipfrac": 0.01, "actor/pg_clipfrac_lower": 0.002, "actor/grad_norm": 2.0,
+            "actor/lr": 1e-6,
             "response_length/mean": 100.0, "response_length/max": 512.0,
             "response_length/clip_ratio": 0.25, "timing_s/step": 12.5, "actor/ppo_kl": 0.001,
             "polarity/frac_groups_dropped": 0.125}
@@ -84,7 +85,7 @@ def test_names_are_mapped_and_verl_names_kept():
     assert row["step"] == 0
     assert row["accuracy"] == 1001.5 and row["reward_mean"] == 1001.25
     assert row["entropy"] == pytest.approx(1001.1)
-    assert (row["pg_loss"], row["clip_frac"]) == (-1001, 0.01)
+    assert (row["pg_loss"], row["clip_frac"], row["dual_clip_frac"]) == (-1001, 0.01, 0.002)
     assert (row["grad_norm"], row["lr"]) == (2.0, 1e-6)
     assert (row["response_length_mean"], row["response_length_max"]) == (100.0, 512.0)
     assert row["response_clip_frac"] == 0.25 and row["step_seconds"] == 12.5
