@@ -69,8 +69,12 @@ def study(tmp_path: Path, name: str, **train) -> Path:
     config = yaml.safe_load((REPO / "tests" / "configs" / "e2e.yaml").read_text())
     config["study"] = name
     config["algorithms"] = ["grpo"]
-    config["train"].update(train)
-    config["evaluate"].update(shards=2)
+    # execution mechanics, not learning: a 1-layer model and 20 warm-up steps keep it fast
+    config["tiny_model"] = {"hidden_size": 32, "intermediate_size": 64, "layers": 1, "heads": 2,
+                            "kv_heads": 1, "vocab_size": 300, "warmup_max_steps": 20,
+                            "eval_every": 10, "eval_problems": 16}
+    config["train"].update(max_response_tokens=12, **train)
+    config["evaluate"].update(shards=2, max_response_tokens=12)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
