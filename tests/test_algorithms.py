@@ -316,7 +316,9 @@ def test_log_ratio_clamp_bounds_the_ratio_at_exp_20():
     assert close(unclamped, math.exp(30), 1e-6)
     # the clamp is symmetric: log ratio -30 -> ratio e^-20; A = +1 -> min(e^-20, 0.8) = e^-20
     low, _ = ppo_clip_loss(old, new, -adv, mask, clip_ratio_c=0.0, **kw)
-    assert close(low, -math.exp(-20), 1e-6)
+    assert math.isclose(float(low), -math.exp(-20), rel_tol=1e-5)
+    low_off, _ = ppo_clip_loss(old, new, -adv, mask, clip_ratio_c=0.0, log_ratio_clamp=0.0, **kw)
+    assert math.isclose(float(low_off), -math.exp(-30), rel_tol=1e-5)
 
 
 def test_ppo_clip_token_loss_matches_verls_vanilla_loss_with_off_policy_ratios():
@@ -332,11 +334,19 @@ def test_ppo_clip_token_loss_matches_verls_vanilla_loss_with_off_policy_ratios()
     mask = (torch.arange(7)[None, :] < T_([7, 5, 3, 7, 1, 6])[:, None]).float()
     cfg = ActorConfig(strategy="fsdp", ppo_micro_batch_size_per_gpu=1, clip_ratio=0.2,
                       clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0, rollout_n=1)
-    want, verl_metrics = compute_policy_loss_vanilla(old, new, adv, mask, "token-mean", cfg)
-    got, stats = ppo_clip_loss(new, old, adv, mask, eps_low=0.2, eps_high=0.28, clip_ratio_c=3.0,
-                               log_ratio_clamp=20.0)
+    new_verl = new.clone().requires_grad_(True)
+    want, verl_metrics = compute_policy_loss_vanilla(old, new_verl, adv, mask, "token-mean", cfg)
+    new_ours = new.clone().requires_grad_(True)
+    got, stats = ppo_clip_loss(new_ours, old, adv, mask, eps_low=0.2, eps_high=0.28,
+                               clip_ratio_c=3.0, log_ratio_clamp=20.0)
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
     assert stats["clip_frac"] == pytest.approx(float(verl_metrics["actor/pg_clipfrac"]), abs=1e-6)
+    assert stats["dual_clip_frac"] == pytest.approx(float(verl_metrics["actor/pg_clipfrac_lower"]),
+                                                    abs=1e-6)
+    assert stats["approx_kl"] == pytest.approx(float(verl_metrics["actor/ppo_kl"]), abs=1e-6)
+    want.backward()
+    got.backward()
+    torch.testing.assert_close(new_ours.grad * mask, new_verl.grad * mask)
 
 
 def test_recipes_follow_their_authors_dual_clip():
@@ -605,6 +615,7 @@ BAD_PARAMS = [
     ("a3po", "rho_pos", 0.0),
     ("a3po", "rho_neg", -0.5),
     ("dapo", "clip_ratio_c", 0.5),
+    ("dapo", "log_ratio_clamp", 0.5),
     ("dapo", "incorrect_reward", 1.0),
     ("popo", "popo_predictor_width", 0),
     ("a3po", "alpha_neg", -0.001),

@@ -132,6 +132,28 @@ def test_training_happens_through_each_algorithms_own_path(artifacts, tmp_path, 
         assert float(predictor["net.0.bias"].abs().max()) > 0  # zero at init: it trained
 
 
+def test_popo_entropy_bonus_gets_every_completion_token_from_the_trainer(artifacts, tmp_path,
+                                                                         monkeypatch):
+    """The trainer hands POPO's loss the positives' mask for NLL/similarity and the whole
+    response mask (negatives included) for the entropy bonus."""
+    from polarity.backends.local.trainer import PopoParts
+
+    seen = []
+    real = PopoParts.loss
+
+    def spy(self, log_prob, entropy, hidden, rollouts, loss_mask, response_mask, *args):
+        seen.append((loss_mask.clone(), response_mask.clone(), rollouts.response_mask.clone()))
+        return real(self, log_prob, entropy, hidden, rollouts, loss_mask, response_mask, *args)
+
+    monkeypatch.setattr(PopoParts, "loss", spy)
+    run(artifacts, tmp_path, algorithm="popo", steps=1)
+    assert seen
+    for loss_mask, response_mask, rollout_mask in seen:
+        assert torch.equal(response_mask, rollout_mask.float())  # every completion token
+        assert bool(((loss_mask > 0) <= (response_mask > 0)).all())
+    assert any(float(r.sum()) > float(m.sum()) for m, r, _ in seen)  # negatives were there
+
+
 def test_an_overlong_buffer_as_long_as_the_responses_is_refused(artifacts, tmp_path):
     data, model = artifacts
     with pytest.raises(ValueError, match=r"algorithm_params\.dapo\.overlong_cache"):

@@ -159,11 +159,17 @@ def test_loss_matches_the_registry(algorithm, tmp_path, use_run):
     assert _value(metrics["actor/pg_clipfrac"]) == pytest.approx(stats["clip_frac"])
 
 
-@pytest.mark.parametrize("algorithm, dual", [("dapo", True), ("grpo", True), ("nsr", False)])
-def test_dual_clip_and_clamp_through_verls_ppo_loss(algorithm, dual, tmp_path, use_run):
+@pytest.mark.parametrize("algorithm, params, want", [
+    ("dapo", {}, 3.0),  # dual clip: both tokens capped at -A * c = 3
+    ("grpo", {}, 3.0),
+    ("nsr", {}, (math.exp(5) + math.exp(25)) / 2),  # RLVR-Decomposed: neither
+    ("dapo", {"clip_ratio_c": 0.0}, (math.exp(5) + math.exp(20)) / 2),  # the clamp alone
+])
+def test_dual_clip_and_clamp_through_verls_ppo_loss(algorithm, params, want, tmp_path, use_run):
     """Off-policy ratios (e^5, e^25) through verl's ppo_loss: the loss the recipe's authors use,
     hand-computed. One response of 2 tokens, A = -1 on both (REINFORCE's negative, or a group)."""
-    _, cfg, env = _config(algorithm, tmp_path, {} if algorithm != "dapo" else {"overlong_cache": 2})
+    _, cfg, env = _config(algorithm, tmp_path,
+                          {**params, **({"overlong_cache": 2} if algorithm == "dapo" else {})})
     use_run(env)
     b = {"lengths": torch.tensor([2]), "mask": torch.tensor([[1.0, 1.0] + [0.0] * (T - 2)])}
     b["old_lp"] = torch.full((1, T), -30.0)
@@ -173,9 +179,8 @@ def test_dual_clip_and_clamp_through_verls_ppo_loss(algorithm, dual, tmp_path, u
     adv = -torch.ones(1, T) * b["mask"]
     loss, metrics = _verl_loss(cfg, b, adv)
     # token-mean over 2 tokens; -A * ratio = ratio (max with the clipped 1.2 / 1.28)
-    want = (3.0 + 3.0) / 2 if dual else (math.exp(5) + math.exp(25)) / 2
     assert float(loss) == pytest.approx(want, rel=1e-5)
-    assert _value(metrics["actor/pg_clipfrac_lower"]) == (1.0 if dual else 0.0)
+    assert _value(metrics["actor/pg_clipfrac_lower"]) == (1.0 if want == 3.0 else 0.0)
 
 
 def test_dapo_signed_rewards_through_verls_compute_advantage(tmp_path, use_run):

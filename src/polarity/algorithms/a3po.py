@@ -189,7 +189,8 @@ def a3po_metrics(
     correct: Tensor,
     step: int,
 ) -> dict[str, float]:
-    """Current scales, fraction of tokens amplified and their mean probability, per polarity."""
+    """Current scales, fraction of tokens amplified and their mean probability, per polarity
+    (with a scale below 1 the "amplified" tokens are the damped ones)."""
     valid = response_mask > 0
     correct = correct.bool().unsqueeze(-1)
     out: dict[str, float] = {}

@@ -48,8 +48,8 @@ class Recipe:
     clip_ratio_c: float = _p(3.0, "dual-clip bound c where A < 0 (verl's clip_ratio_c; 0 = off, else > 1)",
                              minimum=0.0)
     log_ratio_clamp: float = _p(20.0, "clamp of log(pi/pi_old) to [-x, x] (verl: 20; 0 = off)", minimum=0.0)
-    incorrect_reward: float = _p(0.0, "reward of an incorrect response (a correct one scores 1; DAPO: -1)",
-                                 minimum=-1.0, maximum=0.0)
+    incorrect_reward: float = _p(0.0, "reward of an incorrect response (a correct one scores 1; DAPO: -1; "
+                                 "unused by advantage: reinforce)", minimum=-1.0, maximum=0.0)
     loss_agg_mode: str = _p("token-mean", "loss aggregation", choices=AGG_MODES)
     dynamic_sampling: bool = _p(False, "drop all-correct/all-wrong groups and sample more")
     max_gen_rounds: int = _p(3, "generation rounds allowed to fill a dynamic-sampling batch", minimum=1)
@@ -150,6 +150,8 @@ def _check_value(where: str, name: str, value):
             raise ValueError(f"{where}: must be > {meta['minimum']}, got {value}")
         if name == "clip_ratio_c" and 0 < value <= 1:
             raise ValueError(f"{where}: must be 0 (no dual clip) or > 1, got {value}")
+        if name == "log_ratio_clamp" and 0 < value < 1:
+            raise ValueError(f"{where}: must be 0 (no clamp) or >= 1, got {value}")
         if meta["maximum"] is not None and value > meta["maximum"]:
             raise ValueError(f"{where}: must be <= {meta['maximum']}, got {value}")
         return value
@@ -230,6 +232,8 @@ def params_schema() -> dict:
                 spec["exclusiveMinimum" if meta["exclusive_min"] else "minimum"] = meta["minimum"]
             if name == "clip_ratio_c":  # 0 (off) or > 1
                 spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum": 1}]
+            if name == "log_ratio_clamp":  # 0 (off) or >= 1
+                spec["anyOf"] = [{"const": 0}, {"minimum": 1}]
             if meta["maximum"] is not None:
                 spec["maximum"] = meta["maximum"]
             algo_props[key] = spec

@@ -200,8 +200,9 @@ def polarity_advantage(
     """Token advantages [B, T] of the run's recipe from 0/1 verdicts (verl's estimator API).
 
     Correctness c_i = (sum_t reward_{i,t} > 0.5): our reward function scores 1.0 or 0.0 and verl
-    puts it on the last response token. Rewards r_i = c_i plus DAPO's overlong penalty from the
-    token length when the recipe asks for it; then ``sequence_advantages`` as on the local
+    puts it on the last response token. Rewards r_i = 1 if correct else the recipe's
+    ``incorrect_reward`` (0, or DAPO's -1), plus DAPO's overlong penalty from the token length
+    when the recipe asks for it; then ``sequence_advantages`` as on the local
     backend, broadcast over the response tokens. Returns (advantages, returns).
     """
     run = current_run()
