@@ -238,6 +238,10 @@ def test_killed_run_resumes_from_checkpoint_without_losing_or_repeating_steps(ar
         for key in ("accuracy", "n_positive", "n_negative", "response_length_mean", "entropy"):
             assert a[key] == b[key], (a["step"], key)
         assert a["pg_loss"] == pytest.approx(b["pg_loss"], rel=1e-4, abs=1e-6)
+        assert a["optimizer_steps"] == b["optimizer_steps"]
+    # NSR trained on negatives before and after the kill (not an empty loop that resumes)
+    assert all(r["optimizer_steps"] > 0 and r["n_negative"] > 0 for r in rows)
+    assert all(r["n_positive"] == 0 for r in rows)
 
 
 # ----------------------------------------------------------------------------- reward hacking
@@ -279,6 +283,7 @@ def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
         artifacts, tmp_path, monkeypatch, extraction):
     seen = _planting_sampler(monkeypatch)
     rows = run(artifacts, tmp_path, algorithm="grpo", extraction=extraction)
+    assert all(r["optimizer_steps"] > 0 for r in rows)  # GRPO trained on these verdicts
     assert len(seen) == len(rows) == SETTINGS["steps"]  # one sampling round per step (GRPO)
     for row, (texts, truths) in zip(rows, seen):
         planted = [t for t in texts if t.endswith("\\boxed{. \\boxed{}")]
@@ -304,5 +309,6 @@ def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
 
 
 def test_rollout_dumps_can_be_switched_off(artifacts, tmp_path):
-    run(artifacts, tmp_path, steps=1, dump_rollouts=False)
+    rows = run(artifacts, tmp_path, steps=1, dump_rollouts=False)
+    assert rows[0]["optimizer_steps"] > 0
     assert not (tmp_path / "state" / "rollouts").exists()
