@@ -94,7 +94,7 @@ def parse_json_arg(text: str) -> dict[str, Any]:
 
 def check_study(config: dict[str, Any]) -> None:
     """Cross-field checks after schema validation; raises ConfigError naming the key."""
-    from .algorithms import ALGORITHMS, get_algorithm
+    from .algorithms import ALGORITHMS, check_overlong_buffer, get_algorithm
 
     backend = config.get("backend", "local")
     for i, name in enumerate(config.get("algorithms", [])):
@@ -124,14 +124,12 @@ def check_study(config: dict[str, Any]) -> None:
     max_len = config.get("train", {}).get("max_response_tokens")
     for name in config.get("algorithms", []):
         recipe = get_algorithm(name).resolve(params.get(name))
-        if max_len is not None and recipe.overlong_cache >= max_len:
-            where = "overlong_cache" in (params.get(name) or {})
-            raise ConfigError(
-                f"algorithm_params.{name}.overlong_cache: DAPO's overlong buffer "
-                f"({recipe.overlong_cache} tokens{'' if where else ', the default'}) must be smaller "
-                f"than train.max_response_tokens ({max_len}), or every response is penalised; "
-                f"set algorithm_params.{name}.overlong_cache (0 = off)"
-            )
+        if max_len is not None:
+            try:
+                check_overlong_buffer(name, recipe, max_len,
+                                      explicit="overlong_cache" in (params.get(name) or {}))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     if backend == "verl":
         verl = config.get("verl", {})
         train = config.get("train", {})

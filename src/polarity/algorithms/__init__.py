@@ -19,6 +19,7 @@ from .registry import (
     ALGORITHMS,
     Algorithm,
     Recipe,
+    check_overlong_buffer,
     get_algorithm,
     params_schema,
     resolve,

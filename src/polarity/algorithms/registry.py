@@ -28,9 +28,12 @@ from .advantages import (
 from .losses import AGG_MODES
 
 
-def _p(default, help, *, minimum=None, maximum=None, choices=None, exclusive_min=False):
+def _p(default, help, *, minimum=None, maximum=None, choices=None, exclusive_min=False,
+       off_or_above=None):
+    """A Recipe field and its validation. ``off_or_above=(x, strict)``: 0 turns the feature
+    off, any other value must be > x (strict) or >= x."""
     meta = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices,
-            "exclusive_min": exclusive_min}
+            "exclusive_min": exclusive_min, "off_or_above": off_or_above}
     return field(default=default, metadata=meta)
 
 
@@ -46,8 +49,9 @@ class Recipe:
     eps_low: float = _p(0.2, "lower clip range", minimum=0.0, maximum=1.0)
     eps_high: float = _p(0.2, "upper clip range", minimum=0.0)
     clip_ratio_c: float = _p(3.0, "dual-clip bound c where A < 0 (verl's clip_ratio_c; 0 = off, else > 1)",
-                             minimum=0.0)
-    log_ratio_clamp: float = _p(20.0, "clamp of log(pi/pi_old) to [-x, x] (verl: 20; 0 = off)", minimum=0.0)
+                             minimum=0.0, off_or_above=(1.0, True))
+    log_ratio_clamp: float = _p(20.0, "clamp of log(pi/pi_old) to [-x, x] (verl: 20; 0 = off, else >= 1)",
+                                minimum=0.0, off_or_above=(1.0, False))
     incorrect_reward: float = _p(0.0, "reward of an incorrect response (a correct one scores 1; DAPO: -1; "
                                  "unused by advantage: reinforce)", minimum=-1.0, maximum=0.0)
     loss_agg_mode: str = _p("token-mean", "loss aggregation", choices=AGG_MODES)
@@ -148,10 +152,11 @@ def _check_value(where: str, name: str, value):
             raise ValueError(f"{where}: must be >= {meta['minimum']}, got {value}")
         if meta["exclusive_min"] and value <= meta["minimum"]:
             raise ValueError(f"{where}: must be > {meta['minimum']}, got {value}")
-        if name == "clip_ratio_c" and 0 < value <= 1:
-            raise ValueError(f"{where}: must be 0 (no dual clip) or > 1, got {value}")
-        if name == "log_ratio_clamp" and 0 < value < 1:
-            raise ValueError(f"{where}: must be 0 (no clamp) or >= 1, got {value}")
+        if meta["off_or_above"] and value != 0:
+            bound, strict = meta["off_or_above"]
+            if value < bound or (strict and value == bound):
+                raise ValueError(f"{where}: must be 0 (off) or {'>' if strict else '>='} {bound}, "
+                                 f"got {value}")
         if meta["maximum"] is not None and value > meta["maximum"]:
             raise ValueError(f"{where}: must be <= {meta['maximum']}, got {value}")
         return value
@@ -230,15 +235,25 @@ def params_schema() -> dict:
                 spec["enum"] = list(meta["choices"])
             if meta["minimum"] is not None:
                 spec["exclusiveMinimum" if meta["exclusive_min"] else "minimum"] = meta["minimum"]
-            if name == "clip_ratio_c":  # 0 (off) or > 1
-                spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum": 1}]
-            if name == "log_ratio_clamp":  # 0 (off) or >= 1
-                spec["anyOf"] = [{"const": 0}, {"minimum": 1}]
+            if meta["off_or_above"]:  # 0 (off) or above the bound
+                bound, strict = meta["off_or_above"]
+                spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum" if strict else "minimum": bound}]
             if meta["maximum"] is not None:
                 spec["maximum"] = meta["maximum"]
             algo_props[key] = spec
         props[algo.name] = {"type": "object", "additionalProperties": False, "properties": algo_props}
     return {"type": "object", "additionalProperties": False, "default": {}, "properties": props}
+
+
+def check_overlong_buffer(algorithm: str, recipe: Recipe, max_len: int, explicit: bool = True) -> None:
+    """DAPO's buffer L_cache must be shorter than the response cap L_max, or every response is
+    penalised; raises ValueError naming ``algorithm_params.<algorithm>.overlong_cache``."""
+    if recipe.overlong_cache >= max_len:
+        raise ValueError(
+            f"algorithm_params.{algorithm}.overlong_cache: DAPO's overlong buffer "
+            f"({recipe.overlong_cache} tokens{'' if explicit else ', the default'}) must be smaller "
+            f"than train.max_response_tokens ({max_len}), or every response is penalised; "
+            f"set algorithm_params.{algorithm}.overlong_cache (0 = off)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -292,9 +292,7 @@ def train(
     recipe = alg.resolve(algorithm, params)
     if recipe.objective not in ("ppo_clip", "popo"):
         raise ValueError(f"{algorithm}: objective {recipe.objective} needs the verl backend")
-    if recipe.overlong_cache >= settings.max_response_tokens:
-        raise ValueError(f"algorithm_params.{algorithm}.overlong_cache: {recipe.overlong_cache} must be "
-                         f"smaller than max_response_tokens ({settings.max_response_tokens})")
+    alg.check_overlong_buffer(algorithm, recipe, settings.max_response_tokens)
     data = load_prompts(data_path)
     device = settings.device
     model, tokenizer = load_policy(model_path, device)
