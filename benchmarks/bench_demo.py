@@ -5,7 +5,12 @@ is reused from an earlier run) and prints the wall time of the whole DAG as a fr
 budget, the base model's warm-up accuracy, each run's summed step time and each policy's
 avg@n and pass@n on the synthetic test split.
 
-Usage: python benchmarks/bench_demo.py [--cores 2] [--keep DIR]
+With ``--results DIR`` (e.g. results/demo) it runs nothing and summarizes that finished study:
+the same figures plus each policy's paired avg@n / pass@n difference against the base model with
+its 95% bootstrap interval (the report's `paired_comparisons`) and each run's mean training
+reward and dual-clip share: the figures the README quotes.
+
+Usage: python benchmarks/bench_demo.py [--cores 2] [--keep DIR] [--results DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None, help="run here and keep the results")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="summarize this finished study (results/<study>) instead of running")
     args = parser.parse_args()
+    if args.results is not None:
+        summarize(args.results, paired=True)
+        return
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="polarity-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
@@ -40,10 +50,16 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.time() - start
 
-    results = workdir / "results" / "demo"
-    warmup = json.loads((results / "models" / "tiny" / "warmup.json").read_text())
     print(f"default study: {wall / 60:.1f} min wall on {args.cores} cores "
           f"(budget {BUDGET_S / 60:.0f} min): {wall / BUDGET_S:.2f}x of budget")
+    summarize(workdir / "results" / "demo")
+    if args.keep is None:
+        shutil.rmtree(workdir)
+
+
+def summarize(results: Path, paired: bool = False) -> None:
+    """Warm-up, per-policy avg@n / pass@n and per-run training figures of a finished study."""
+    warmup = json.loads((results / "models" / "tiny" / "warmup.json").read_text())
     print(f"tiny model: {warmup['parameters']} parameters, warm-up {warmup['warmup_steps']} steps "
           f"in {warmup['warmup_seconds']} s, validation accuracy {warmup['validation_accuracy']:.3f}")
     rows = []
@@ -57,11 +73,18 @@ def main() -> None:
     for path in sorted((results / "runs").glob("*/*/seed*/metrics.jsonl")):
         steps = [json.loads(x) for x in path.read_text().splitlines()]
         secs = sum(s["step_seconds"] for s in steps)
+        mean = lambda key: sum(s.get(key) or 0.0 for s in steps) / len(steps)  # noqa: E731
         print(f"  train {path.parts[-3]:12s} {len(steps)} steps, {secs:.0f} s of steps, "
               f"accuracy {steps[0]['accuracy']:.2f} -> {steps[-1]['accuracy']:.2f}, "
-              f"entropy {steps[0]['entropy']:.3f} -> {steps[-1]['entropy']:.3f}")
-    if args.keep is None:
-        shutil.rmtree(workdir)
+              f"entropy {steps[0]['entropy']:.3f} -> {steps[-1]['entropy']:.3f}, "
+              f"mean reward {mean('reward_mean'):+.3f}, dual-clip share {mean('dual_clip_frac'):.5f}")
+    if paired:
+        from polarity.report import frames
+
+        comparisons = frames.paired_comparisons(frames.load_samples(results))
+        for row in comparisons[comparisons["metric"].isin(["avg@n", "pass@n"])].itertuples():
+            print(f"  {row.algorithm:12s} {row.metric:6s} {row.value:.3f} vs base "
+                  f"{row.reference_value:.3f}: {row.diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")
 
 
 if __name__ == "__main__":
