@@ -142,6 +142,11 @@ def ray_processes(port: int, temp_root: str) -> list[psutil.Process]:
 
 
 def test_multi_node_ray_cluster_on_one_machine(tmp_path, slurm):
+    """Two raylets join and a driver sees both, in a home without ``~/.ray/auth_token`` (the
+    two-node training test in test_verl_cpu.py runs with a stale one)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    slurm["HOME"] = str(home)
     port = free_port()
     # a short root: Ray's unix socket paths live under it and must stay under 108 bytes
     temp_root = tempfile.mkdtemp(prefix="ray-", dir="/tmp")

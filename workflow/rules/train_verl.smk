@@ -3,6 +3,21 @@
 # SLURM allocation), resumes from the newest checkpoint in state/ (never a declared output),
 # and writes metrics.jsonl; merge_verl turns the final FSDP checkpoint into final/.
 
+# `verl.device: cpu` (CI, tiny models): a CPU job, one thread per worker process.
+VERL_ON_CPU = config["verl"].get("device", "cuda") == "cpu"
+
+
+def verl_train_resources():
+    runtime = lambda wc, attempt: 2880 * attempt
+    if VERL_ON_CPU:
+        return cpu_job(nodes=config["verl"]["nnodes"], mem_mb=16000, runtime=runtime)
+    return gpu_job(
+        config["verl"]["gpus_per_node"],
+        nodes=config["verl"]["nnodes"],
+        mem_mb=512000,
+        runtime=runtime,
+    )
+
 
 rule train_verl:
     input:
@@ -19,14 +34,9 @@ rule train_verl:
         LOGS / "train" / RUN / "train.log",
     conda:
         "../../envs/verl-gpu.yaml"
-    threads: 16
+    threads: config["verl"]["gpus_per_node"] if VERL_ON_CPU else 16
     resources:
-        **gpu_job(
-            config["verl"]["gpus_per_node"],
-            nodes=config["verl"]["nnodes"],
-            mem_mb=512000,
-            runtime=lambda wc, attempt: 2880 * attempt,
-        ),
+        **verl_train_resources(),
     shell:
         "python -m polarity train-verl --study {params.study:q} --model-name {wildcards.model}"
         " --model {input.model} --data {input.data} --val {input.val}"
@@ -43,8 +53,8 @@ rule merge_verl:
         LOGS / "train" / RUN / "merge.log",
     conda:
         "../../envs/verl-gpu.yaml"
-    threads: 8
+    threads: 1 if VERL_ON_CPU else 8
     resources:
-        **cpu_job(mem_mb=256000, runtime=120),
+        **cpu_job(mem_mb=8000 if VERL_ON_CPU else 256000, runtime=120),
     shell:
         "python -m polarity verl-merge --done {input.done} --out {output.final} > {log} 2>&1"

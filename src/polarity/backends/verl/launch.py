@@ -73,14 +73,24 @@ trap stop_ray EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
+# One token for this cluster, whatever ~/.ray/auth_token holds: Ray (2.59+) writes that file when
+# ray.init starts a local cluster, and a client that reads it cannot join a cluster started
+# without it ("InvalidAuthToken"). srun passes the environment to every node's `ray start`.
+export RAY_AUTH_MODE=token
+if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+  RAY_AUTH_TOKEN=$("$python" -c 'import secrets; print(secrets.token_hex(32))')
+  export RAY_AUTH_TOKEN
+fi
+
 say "Ray head on $head ($address); nodes: ${nodes[*]:0:nnodes}"
 srun --nodes=1 --ntasks=1 -w "$head" \
   ray start --head --node-ip-address="$head_ip" --port="$ray_port" \
-  --num-gpus="$gpus_per_node" --block &
+  --num-gpus="$gpus_per_node" ${ray_cpus[@]+"${ray_cpus[@]}"} --block &
 ray_pids+=($!)
 for node in "${nodes[@]:1:nnodes-1}"; do
   srun --nodes=1 --ntasks=1 -w "$node" \
-    ray start --address="$address" --num-gpus="$gpus_per_node" --block &
+    ray start --address="$address" --num-gpus="$gpus_per_node" ${ray_cpus[@]+"${ray_cpus[@]}"} \
+    --block &
   ray_pids+=($!)
 done
 
@@ -117,11 +127,13 @@ exit "$rc"
 
 
 def launch_script(command: list[str], *, env: dict[str, str], nnodes: int, gpus_per_node: int,
-                  ray_port: int = 6379, join_timeout_s: int = 900, python: str = "python") -> str:
+                  ray_port: int = 6379, join_timeout_s: int = 900, python: str = "python",
+                  cpus_per_node: int | None = None) -> str:
     """The text of a bash script that runs ``command`` (verl's trainer) on ``nnodes`` nodes.
 
     ``env`` is exported first. With ``nnodes > 1`` the script must run inside a SLURM
-    allocation of at least ``nnodes`` nodes; ``python`` (with Ray installed) polls the cluster.
+    allocation of at least ``nnodes`` nodes; ``python`` (with Ray installed) polls the cluster;
+    ``cpus_per_node`` sets the CPUs each ``ray start`` declares (CPU mode: logical ones).
     """
     if nnodes < 1 or gpus_per_node < 0:
         raise ValueError(f"need nnodes >= 1 and gpus_per_node >= 0, got {nnodes}, {gpus_per_node}")
@@ -141,7 +153,8 @@ def launch_script(command: list[str], *, env: dict[str, str], nnodes: int, gpus_
         return "\n".join(lines) + "\n"
     lines += [f"nnodes={nnodes}", f"gpus_per_node={gpus_per_node}", f"ray_port={int(ray_port)}",
               f"join_timeout_s={int(join_timeout_s)}", f"python={q(python)}",
-              f"probe={q(_PROBE)}"]
+              f"probe={q(_PROBE)}",
+              "ray_cpus=(" + (f"--num-cpus={int(cpus_per_node)}" if cpus_per_node else "") + ")"]
     return "\n".join(lines) + "\n" + _MULTI_NODE
 
 

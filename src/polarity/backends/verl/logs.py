@@ -10,6 +10,7 @@ because after a resume verl re-runs the steps after its last checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -107,7 +108,16 @@ def merge_attempts(paths: list[Path]) -> dict[int, dict]:
     return dict(sorted(merged.items()))
 
 
-def rollout_monitor(folder: Path | None) -> dict[int, float]:
+def lenient_only_set(folder: Path | None) -> set[tuple[str, str]] | None:
+    """The (output, ground truth) pairs our reward function flagged lenient-only (its
+    ``<host>-<pid>.jsonl`` records); None when the folder is absent (a run from before)."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    return {(r["output"], str(r["gts"])) for path in Path(folder).glob("*.jsonl")
+            for r in _json_lines(path) if isinstance(r, dict) and "output" in r}
+
+
+def rollout_monitor(folder: Path | None, flagged_dir: Path | None = None) -> dict[int, float]:
     """verl step -> share of its dumped rollouts flagged ``lenient_only`` (the reward-hacking
     monitor), from verl's rollout dumps (``trainer.rollout_data_dir``: ``<step>.jsonl``, one
     response a line with our reward function's extra keys).
@@ -115,17 +125,24 @@ def rollout_monitor(folder: Path | None) -> dict[int, float]:
     verl dumps the batch it trains on (after DAPO's group filter), so with dynamic sampling the
     share is over the kept groups, not every response sampled (the local backend's). A resumed
     run rewrites the steps it re-runs; a cut-off line is skipped; a file without the key (a run
-    from before the monitor) gives no value.
+    from before the monitor) gives no value. verl's v1 trainer dumps no extra keys: then a
+    rollout is flagged when our reward function recorded its (output, ground truth) in
+    ``flagged_dir`` (:func:`lenient_only_set`), and an empty record set means none was.
     """
     monitor: dict[int, float] = {}
     if folder is None or not Path(folder).is_dir():
         return monitor
+    flagged = lenient_only_set(flagged_dir)
     for path in Path(folder).glob("*.jsonl"):
         if not path.stem.isdigit():
             continue
         flags = []
         for record in _json_lines(path):
-            flag = record.get("lenient_only") if isinstance(record, dict) else None
+            if not isinstance(record, dict):
+                continue
+            flag = record.get("lenient_only")
+            if flag is None and flagged is not None and "output" in record:
+                flag = (record["output"], str(record.get("gts"))) in flagged
             if isinstance(flag, (int, float)):  # bool included; null and text are skipped
                 flags.append(float(flag))
         if flags:
@@ -133,8 +150,83 @@ def rollout_monitor(folder: Path | None) -> dict[int, float]:
     return monitor
 
 
+def read_batch_stats(folder: Path | None) -> dict[int, dict]:
+    """Our step -> the estimator's statistics of the trained batch (``<step>.json`` files the
+    plugin's estimator writes; a resumed run rewrites the steps it re-runs)."""
+    stats: dict[int, dict] = {}
+    if folder is None or not Path(folder).is_dir():
+        return stats
+    for path in Path(folder).glob("*.json"):
+        if path.stem.isdigit():
+            try:
+                stats[int(path.stem)] = json.loads(path.read_text())
+            except ValueError:
+                continue
+    return stats
+
+
+def dump_batch_stats(folder: Path | None) -> dict[int, dict]:
+    """verl step -> the trained batch's statistics from its rollout dump, for runs whose
+    estimator is verl's own (PPO's GAE): every response trains, correct = verdict 1, groups
+    from the uid (``<prompt uid>_<sample>_<output>``); the reward is the 0/1 verdict."""
+    stats: dict[int, dict] = {}
+    if folder is None or not Path(folder).is_dir():
+        return stats
+    for path in Path(folder).glob("*.jsonl"):
+        records = [r for r in _json_lines(path) if isinstance(r, dict) and "score" in r]
+        if not path.stem.isdigit() or not records:
+            continue
+        correct = [float(r["score"]) > 0.5 for r in records]
+        groups: dict[str, list[bool]] = {}
+        for r, ok in zip(records, correct):
+            groups.setdefault(str(r.get("uid", "")).rsplit("_", 2)[0], []).append(ok)
+        n, n_pos = len(correct), sum(correct)
+        stats[int(path.stem)] = {
+            "batch_responses": n, "n_positive": n_pos, "n_negative": n - n_pos,
+            "frac_positive": n_pos / n, "frac_negative": (n - n_pos) / n,
+            "trained_reward_mean": sum(float(r["score"]) for r in records) / n,
+            "frac_groups_all_correct": sum(all(g) for g in groups.values()) / len(groups),
+            "frac_groups_all_wrong": sum(not any(g) for g in groups.values()) / len(groups),
+        }
+    return stats
+
+
+def shape_columns(data: dict, shape: dict) -> dict:
+    """Columns the local backend counts and verl does not log, derived from the run's shape.
+
+    ``shape``: ``prompts_per_step``, ``rollouts_per_prompt``, ``mini_batch_prompts``. verl takes
+    one optimizer step per mini-batch (``ppo_epochs`` 1). DAPO's group filter logs the samples it
+    evicted (uniform groups) and the surplus it discarded once the batch was full
+    (``training/filter_groups/...``): with the trained ones they are every sample drawn. verl's
+    v1 sampler refills a batch until it is full, so the generation rounds are the sampled groups
+    over the prompts per step, rounded up.
+    """
+    prompts, n = shape["prompts_per_step"], shape["rollouts_per_prompt"]
+    extra = sum(float(data.get(f"training/filter_groups/{k}", 0) or 0)
+                for k in ("evicted_samples", "discarded_surplus_samples"))
+    sampled = prompts + extra / n
+    return {
+        "groups_sampled": sampled,
+        "gen_rounds": math.ceil(sampled / prompts - 1e-9),
+        "frac_groups_dropped": 1.0 - prompts / sampled,
+        "optimizer_steps": -(-prompts // shape["mini_batch_prompts"]),
+    }
+
+
+def _our_name(name: str) -> str | None:
+    """``polarity/<x>`` -> ``<x>``; verl's v1 trainer logs the loss's metrics as
+    ``actor/polarity/<x>``; None for verl's own metrics."""
+    for prefix in (OUR_PREFIX, "actor/" + OUR_PREFIX):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return None
+
+
 def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
-                    monitor: dict[int, float] | None = None) -> list[dict]:
+                    monitor: dict[int, float] | None = None,
+                    stats: dict[int, dict] | None = None,
+                    shape: dict | None = None,
+                    dumped: dict[int, dict] | None = None) -> list[dict]:
     """Rows sorted by step in the local backend's metrics.jsonl schema.
 
     verl counts training steps from 1 (step 0 is the validation before training, which has no
@@ -143,7 +235,7 @@ def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
     mapped verl one. ``monitor`` (verl step -> share, :func:`rollout_monitor`) gives
     ``lenient_only_frac``.
     """
-    monitor = monitor or {}
+    monitor, stats, dumped = monitor or {}, stats or {}, dumped or {}
     rows = []
     for step, data in sorted(merged.items()):
         if step < 1:
@@ -152,10 +244,12 @@ def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
         row.update({ours: data[theirs] for theirs, ours in VERL_TO_OURS.items() if theirs in data})
         if step in monitor:
             row["lenient_only_frac"] = monitor[step]
-        row.update({name[len(OUR_PREFIX):]: value for name, value in data.items()
-                    if name.startswith(OUR_PREFIX)})
-        row.update({VERL_PREFIX + name: value for name, value in data.items()
-                    if not name.startswith(OUR_PREFIX)})
+        row.update(stats.get(step - 1) or dumped.get(step, {}))
+        if shape:
+            row.update(shape_columns(data, shape))
+        ours = {name: _our_name(name) for name in data}
+        row.update({ours[name]: value for name, value in data.items() if ours[name]})
+        row.update({VERL_PREFIX + name: value for name, value in data.items() if not ours[name]})
         rows.append(row)
     return rows
 
@@ -179,10 +273,14 @@ def write_metrics_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int,
-                    rollouts: Path | None = None) -> list[dict]:
-    """Merge every attempt log in ``log_folder`` (and the monitor from the rollout dumps in
-    ``rollouts``) into ``out`` (metrics.jsonl); the rows."""
+                    rollouts: Path | None = None, batch_stats: Path | None = None,
+                    shape: dict | None = None, lenient_only: Path | None = None) -> list[dict]:
+    """Merge every attempt log in ``log_folder`` (the monitor from the rollout dumps in
+    ``rollouts``, the estimator's ``batch_stats``, the columns ``shape`` derives) into ``out``
+    (metrics.jsonl); the rows."""
     rows = to_metrics_rows(merge_attempts(attempt_logs(log_folder)), algorithm=algorithm,
-                           seed=seed, monitor=rollout_monitor(rollouts))
+                           seed=seed, monitor=rollout_monitor(rollouts, lenient_only),
+                           stats=read_batch_stats(batch_stats), shape=shape,
+                           dumped=dump_batch_stats(rollouts))
     write_metrics_jsonl(rows, out)
     return rows

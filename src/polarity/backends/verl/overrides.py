@@ -16,6 +16,7 @@ from polarity.algorithms import get_algorithm
 from polarity.algorithms.registry import Recipe
 
 from .plugin import ESTIMATOR, LOSS, PLUGIN_MODULE, RUN_ENV, VerlRun
+from .reward_fn import MONITOR_ENV
 
 CONFIG_NAME = "ppo_trainer"
 REWARD_FN = Path(__file__).with_name("reward_fn.py")
@@ -29,9 +30,12 @@ def run_paths(run_dir: str | Path) -> dict[str, Path]:
         "state": state,
         "checkpoints": state / "verl_checkpoints",
         "step_file": state / "a3po_step.json",
+        "batch_stats": state / "batch_stats",
+        "lenient_only": state / "lenient_only",
         "logs": state / "verl_logs",
         "rollouts": state / "rollouts",
         "script": state / "launch.sh",
+        "hydra": state / "hydra",
     }
 
 
@@ -45,6 +49,8 @@ def _value(v: Any) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
     text = str(v)
     if text and all(c.isalnum() or c in "_-./~" for c in text) and text not in ("true", "false", "null"):
         return text
@@ -59,6 +65,7 @@ def verl_run(config: dict, algorithm: str, run_dir: str | Path) -> VerlRun:
         params=dict((config.get("algorithm_params") or {}).get(algorithm) or {}),
         max_response_tokens=int(config["train"]["max_response_tokens"]),
         step_file=str(paths["step_file"]),
+        stats_dir=str(paths["batch_stats"]),
         checkpoint_dir=str(paths["checkpoints"]),
     )
 
@@ -103,7 +110,9 @@ def verl_overrides(
         "actor_rollout_ref.model.path": model_path,
         "actor_rollout_ref.model.use_remove_padding": True,
         "actor_rollout_ref.model.enable_gradient_checkpointing": True,
-        "actor_rollout_ref.actor.strategy": "fsdp",
+        # FSDP2 on GPUs and CPUs alike (FSDP1 needs GPU parameters: sync_module_states)
+        "actor_rollout_ref.actor.strategy": "fsdp2",
+        "actor_rollout_ref.ref.strategy": "fsdp2",
         "actor_rollout_ref.actor.optim.lr": train["lr"],
         "actor_rollout_ref.actor.optim.weight_decay": train["weight_decay"],
         "actor_rollout_ref.actor.grad_clip": train["grad_clip"],
@@ -164,10 +173,15 @@ def verl_overrides(
     if use_kl:
         o["actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu"] = verl["micro_batch_per_gpu"]
     if ppo:
+        o["critic.strategy"] = "fsdp2"
         o["critic.model.path"] = model_path
         o["critic.optim.lr"] = verl["critic_lr"]
         o["critic.ppo_micro_batch_size_per_gpu"] = verl["micro_batch_per_gpu"]
-    env = {"VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE, "TOKENIZERS_PARALLELISM": "false"}
+    env = {"VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE, "TOKENIZERS_PARALLELISM": "false",
+           MONITOR_ENV: str(paths["lenient_only"])}
+    if verl.get("device", "cuda") == "cpu":
+        o.update(cpu_overrides(verl, use_kl=use_kl, ppo=ppo))
+        env["VERL_PLATFORM"] = "cpu"
     if not ppo:
         env[RUN_ENV] = verl_run(config, algorithm, run_dir).to_env()
     out = [f"{key}={_value(value)}" for key, value in o.items()]
@@ -175,8 +189,58 @@ def verl_overrides(
     return out + list(verl.get("extra_overrides") or [])
 
 
-def command_line(overrides: list[str], python: str = "python") -> list[str]:
-    return [python, "-m", "verl.trainer.main_ppo", *overrides]
+# Ray's CPUs are logical too: verl asks 3 per worker bundle (its max_colocate_count) plus one
+# per helper actor (task runner, agent loop, reward loop), more than a 2-core machine reports.
+CPU_RAY_CPUS_PER_WORKER = 8
+# float32 throughout on CPUs (bf16 there is slow and would blur the rollout-vs-actor check)
+FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+
+
+def cpu_overrides(verl: dict, *, use_kl: bool, ppo: bool) -> dict[str, Any]:
+    """What ``verl.device: cpu`` changes (the cpu platform itself is ``cpu.py``).
+
+    Ray counts each worker process as one logical GPU; attention is SDPA (no flash-attn); the
+    rollout is the transformers-backed ``hf`` replica; weights, compute and rollout are float32
+    and nothing is compiled (torch.compile only costs start-up here); the agent loop, reward loop
+    and data loader run one worker each and TransferQueue one storage unit (their defaults of 8
+    each take a CPU, and start-up on a small machine stalls). The reference policy, when KL needs
+    it, is a full FSDP engine: verl's forward-only engine pins CPU-offloaded memory, which needs a
+    GPU (not run in CI: the CI study has no KL term).
+    """
+    o: dict[str, Any] = {
+        "trainer.device": "cpu",
+        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+        "actor_rollout_ref.rollout.name": "hf",
+        "actor_rollout_ref.rollout.dtype": "float32",
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision": FP32,
+        "+actor_rollout_ref.ref.fsdp_config.mixed_precision": FP32,
+        "actor_rollout_ref.actor.fsdp_config.use_torch_compile": False,
+        "actor_rollout_ref.ref.fsdp_config.use_torch_compile": False,
+        "actor_rollout_ref.rollout.agent.num_workers": 1,
+        "reward.num_workers": 1,
+        "data.dataloader_num_workers": 0,
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
+    }
+    if verl["nnodes"] == 1:  # verl starts Ray itself; several nodes: the launch's `ray start`
+        o["+ray_kwargs.ray_init.num_gpus"] = verl["gpus_per_node"]
+        o["ray_kwargs.ray_init.num_cpus"] = CPU_RAY_CPUS_PER_WORKER * verl["gpus_per_node"]
+        o["+ray_kwargs.ray_init.include_dashboard"] = False  # two fewer processes to start
+    if use_kl:
+        o["actor_rollout_ref.ref.fsdp_config.forward_only"] = False
+        o["+optim@actor_rollout_ref.ref.optim"] = "fsdp"
+    if ppo:
+        o["+critic.model.override_config.attn_implementation"] = "sdpa"
+        o["+critic.fsdp.mixed_precision"] = FP32
+        o["critic.fsdp.use_torch_compile"] = False
+    return o
+
+
+def command_line(overrides: list[str], python: str = "python",
+                 hydra_dir: str | Path | None = None) -> list[str]:
+    """verl's trainer with ``overrides``; ``hydra_dir``: where Hydra writes its run log (else
+    ``outputs/<date>/<time>/`` under the working directory)."""
+    extra = [f"hydra.run.dir={_value(str(hydra_dir))}"] if hydra_dir else []
+    return [python, "-m", "verl.trainer.main_ppo", *overrides, *extra]
 
 
 def render(command: list[str]) -> str:

@@ -75,6 +75,12 @@ RUN_ENV = "POLARITY_VERL_RUN"
 PLUGIN_MODULE = "polarity.backends.verl.plugin"
 
 
+if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":  # a `verl.device: cpu` run
+    from . import cpu
+
+    cpu.install()
+
+
 @dataclass(frozen=True)
 class VerlRun:
     """What the plugin needs to know about the run, beyond what verl passes to it."""
@@ -85,6 +91,7 @@ class VerlRun:
     step_file: str
     checkpoint_dir: str
     calls_per_step: int = 1  # estimator calls per global step (verl's parameter_sync_step)
+    stats_dir: str = ""  # the estimator's per-step batch statistics: <stats_dir>/<step>.json
 
     @property
     def recipe(self) -> Recipe:
@@ -125,12 +132,39 @@ def resumed_step(checkpoint_dir: str | Path) -> int:
     return int(str(folder).rsplit("global_step_", 1)[-1]) if folder else 0
 
 
-def write_step(step_file: str | Path, step: int, **extra) -> None:
-    path = Path(step_file)
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` atomically (a temporary file, then rename)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"step": int(step), **extra}))
+    tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+def write_step(step_file: str | Path, step: int, **extra) -> None:
+    write_json(step_file, {"step": int(step), **extra})
+
+
+def batch_stats(correct: Tensor, rewards: Tensor, trained: Tensor, group_ids: list) -> dict:
+    """The trained batch's polarity and group statistics, named as the local backend's metrics.
+
+    ``trained`` marks the responses the loss trains on (PSR/NSR drop one polarity).
+    """
+    n_pos, n_neg = int((trained & correct).sum()), int((trained & ~correct).sum())
+    groups: dict = {}
+    for gid, ok in zip(group_ids, correct.tolist()):
+        groups.setdefault(gid, []).append(ok)
+    n_groups = max(len(groups), 1)
+    return {
+        "batch_responses": len(correct),
+        "n_positive": n_pos, "n_negative": n_neg,
+        "frac_positive": n_pos / max(n_pos + n_neg, 1),
+        "frac_negative": n_neg / max(n_pos + n_neg, 1),
+        "trained_reward_mean": float(rewards.float().mean()),
+        "reward_mean": float(rewards.float().mean()),  # shaped, as the local backend's
+        "frac_groups_all_correct": sum(all(g) for g in groups.values()) / n_groups,
+        "frac_groups_all_wrong": sum(not any(g) for g in groups.values()) / n_groups,
+    }
 
 
 def read_step(step_file: str | Path) -> int:
@@ -212,11 +246,13 @@ def polarity_advantage(
     lengths = mask.sum(dim=-1)
     rewards = sequence_rewards(recipe, correct, lengths, run.max_response_tokens)
     ids = _group_ids(index, len(correct))
-    adv, _keep = sequence_advantages(recipe, rewards, correct, ids)
-    if recipe.token_shaping == "a3po":
-        # the loss reads polarity from sign(advantage): count the responses where that differs
-        disagree = int(((adv > 0) & ~correct).sum() + ((adv < 0) & correct).sum())
-        clock_for(run).advance(disagree=disagree, responses=len(correct))
+    adv, keep = sequence_advantages(recipe, rewards, correct, ids)
+    # the loss reads polarity from sign(advantage): count the responses where that differs
+    disagree = int(((adv > 0) & ~correct).sum() + ((adv < 0) & correct).sum())
+    step = clock_for(run).advance(disagree=disagree, responses=len(correct))
+    if run.stats_dir:
+        write_json(Path(run.stats_dir) / f"{step}.json",
+                   batch_stats(correct, rewards, keep & (lengths > 0), ids))
     token_adv = adv.to(mask.dtype).unsqueeze(-1) * mask
     return token_adv, token_adv
 

@@ -21,13 +21,37 @@ overlong penalty from the response token lengths.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import threading
+from pathlib import Path
 
 from polarity.reward import DEFAULT_EXTRACTION, DEFAULT_TIMEOUT, REASONS, score_batch_detailed
 
-__all__ = ["compute_score"]
+__all__ = ["compute_score", "MONITOR_ENV"]
 
 logger = logging.getLogger("polarity.backends.verl.reward_fn")
+
+# verl 0.9.1's v1 trainer dumps rollouts without the reward function's extra keys
+# (trainer/ppo/v1/trainer_base.py:1331), so the reward-hacking monitor is kept here: every
+# response flagged lenient-only is appended to <dir>/<host>-<pid>.jsonl as {"output", "gts"};
+# the flag is a function of those two, so the logs look each dumped rollout up in that set.
+MONITOR_ENV = "POLARITY_MONITOR_DIR"
+_MONITOR_LOCK = threading.Lock()
+
+
+def record_lenient_only(solution_str: str, ground_truth: str) -> None:
+    folder = os.environ.get(MONITOR_ENV)
+    if not folder:
+        return
+    path = Path(folder) / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+    line = json.dumps({"output": solution_str, "gts": str(ground_truth)}) + "\n"
+    with _MONITOR_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line)
 
 
 def _result(value: float, reason: str, lenient_only: bool | None = None) -> dict[str, float]:
@@ -65,6 +89,8 @@ def compute_score(
     try:
         verdict = score_batch_detailed([solution_str], [ground_truth], timeout=timeout,
                                        extraction=extraction, monitor=True)[0]
+        if verdict.lenient_only:
+            record_lenient_only(solution_str, ground_truth)
         return _result(verdict.score, verdict.reason, verdict.lenient_only)
     except Exception:
         logger.exception("compute_score failed; scoring 0.0")

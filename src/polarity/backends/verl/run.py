@@ -19,7 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import launch, logs
-from .overrides import command_line, compose, render, run_env, run_paths, validate, verl_overrides
+from .overrides import (
+    CPU_RAY_CPUS_PER_WORKER,
+    command_line,
+    compose,
+    render,
+    run_env,
+    run_paths,
+    validate,
+    verl_overrides,
+)
 
 
 def prepare(
@@ -48,14 +57,18 @@ def prepare(
                                 max_response_tokens=study["train"]["max_response_tokens"])
         log(f"prompt lengths: {summary}")
     paths = run_paths(run["run_dir"])
+    paths["lenient_only"].mkdir(parents=True, exist_ok=True)  # empty: nothing flagged yet
     env = {**run_env(overrides),
            "VERL_FILE_LOGGER_PATH": str(logs.next_attempt_log(paths["logs"]))}
     verl = study["verl"]
-    text = launch.launch_script(command_line(overrides, python=python), env=env,
+    cpus = (CPU_RAY_CPUS_PER_WORKER * verl["gpus_per_node"]
+            if verl.get("device", "cuda") == "cpu" else None)
+    command = command_line(overrides, python=python, hydra_dir=paths["hydra"])
+    text = launch.launch_script(command, env=env,
                                 nnodes=verl["nnodes"], gpus_per_node=verl["gpus_per_node"],
-                                python=python)
+                                python=python, cpus_per_node=cpus)
     script = launch.write_launch_script(paths["script"], text)
-    log("verl command:\n" + render(command_line(overrides, python=python)))
+    log("verl command:\n" + render(command))
     return overrides, script
 
 
@@ -88,9 +101,12 @@ def train(
     log(f"launching {script} (newest checkpoint: step {step})")
     proc = subprocess.run(["bash", str(script)], stdout=sys.stdout, stderr=sys.stderr,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    rows = logs.collect_metrics(run_paths(run_dir)["logs"], Path(metrics_out),
-                                algorithm=algorithm, seed=seed,
-                                rollouts=run_paths(run_dir)["rollouts"])
+    paths = run_paths(run_dir)
+    shape = {k: int(study["train"][k]) for k in
+             ("prompts_per_step", "rollouts_per_prompt", "mini_batch_prompts")}
+    rows = logs.collect_metrics(paths["logs"], Path(metrics_out), algorithm=algorithm, seed=seed,
+                                rollouts=paths["rollouts"], batch_stats=paths["batch_stats"],
+                                shape=shape, lenient_only=paths["lenient_only"])
     if proc.returncode != 0:
         raise SystemExit(f"verl exited with {proc.returncode}; checkpoints and logs are kept in "
                          f"{run_paths(run_dir)['state']}: re-run the workflow to resume")
