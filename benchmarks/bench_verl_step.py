@@ -38,7 +38,8 @@ def inputs(workdir: Path) -> dict[str, Path]:
              "val": results / "data" / "synthetic-arith-test.parquet"}
     if not all(p.exists() for p in paths.values()):
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        subprocess.run([sys.executable, "-m", "snakemake", str(paths["model"]), str(paths["train"]),
+        targets = [str(paths[k].relative_to(workdir)) for k in ("model", "train")]
+        subprocess.run([sys.executable, "-m", "snakemake", *targets,
                         "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                         "--configfile", str(CONFIG), "--cores", "2", "--quiet"],
                        check=True, env=env)
@@ -93,7 +94,7 @@ def main(argv=None) -> float:
         ap.error("--steps must be >= 4")
     from tests.verl_helpers import load_study
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-verl-"))
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-verl-"))).resolve()
     paths = inputs(workdir)
     study = load_study(CONFIG, train={"steps": args.steps, "save_every": args.steps})
     medians = {}
