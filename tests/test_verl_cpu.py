@@ -125,6 +125,13 @@ def test_each_algorithm_took_its_own_path(study):
     psr, nsr = metrics(study, "psr"), metrics(study, "nsr")
     assert (psr["n_negative"] == 0).all() and psr["n_positive"].sum() > 0
     assert (nsr["n_positive"] == 0).all() and nsr["n_negative"].sum() > 0
+    # the actor's loss itself (our worker's row filter in verl): PSR's tokens are all from
+    # correct responses, NSR's all from wrong ones
+    assert (psr["loss_tokens_neg"] == 0).all() and psr["loss_tokens_pos"].sum() > 0
+    assert (nsr["loss_tokens_pos"] == 0).all() and nsr["loss_tokens_neg"].sum() > 0
+    for algorithm in ("grpo", "w_reinforce", "a3po"):  # both polarities, verdicts in the loss
+        both = metrics(study, algorithm)
+        assert (both["loss_tokens_pos"] > 0).any() and (both["loss_tokens_neg"] > 0).all(), algorithm
     dapo = metrics(study, "dapo")  # dynamic sampling: only mixed groups are trained on
     assert (dapo["frac_groups_all_correct"] == 0).all() and (dapo["frac_groups_all_wrong"] == 0).all()
     grpo = metrics(study, "grpo")

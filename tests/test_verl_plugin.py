@@ -7,7 +7,6 @@ configs composed from our overrides. Each must return what ``polarity.algorithms
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -30,6 +29,7 @@ from polarity.algorithms import (  # noqa: E402
 )
 from polarity.backends.verl import overrides as ov  # noqa: E402
 from polarity.backends.verl import plugin  # noqa: E402
+from polarity.backends.verl import worker  # noqa: E402
 
 from .verl_helpers import study_config  # noqa: E402
 
@@ -91,28 +91,50 @@ def _verl_advantages(cfg, b):
     return out.batch["advantages"]
 
 
+def _jagged(rows: torch.Tensor, lengths) -> torch.Tensor:
+    """[B, T] -> verl's row layout: a jagged nested tensor of each row's first lengths[i] values."""
+    return torch.nested.nested_tensor([rows[i, : int(n)] for i, n in enumerate(lengths)],
+                                      layout=torch.jagged)
+
+
+def _actor_rows(b, advantages):
+    """One mini-batch as verl's v1 actor worker receives it from TransferQueue: jagged rows
+    (prompt of 2 tokens, then the response), the reward function's verdict on each last token
+    (``rm_scores``), verl's constant ``global_batch_size`` (the mini-batch's rows)."""
+    B, P = b["mask"].shape[0], 2
+    lengths = b["lengths"]
+    scores = torch.zeros(B, T)
+    scores[torch.arange(B), lengths - 1] = b["correct"].float()
+    mask = _jagged(b["mask"], lengths)
+    return tu.get_tensordict(
+        {"prompts": _jagged(torch.ones(B, P, dtype=torch.long), [P] * B),
+         "responses": _jagged(torch.ones(B, T, dtype=torch.long), lengths),
+         "response_mask": mask, "loss_mask": mask.clone(),
+         "rm_scores": _jagged(scores, lengths),
+         "old_log_probs": _jagged(b["old_lp"], lengths),
+         "advantages": _jagged(advantages, lengths)},
+        {"dp_size": 1, "global_batch_size": B},
+    )
+
+
 def _verl_loss(cfg, b, advantages):
-    """verl's actor-side ppo_loss on a padded batch (prompt of 2 tokens before each response)."""
+    """verl's actor path on one mini-batch: our worker's row filter, verl's token count from
+    ``loss_mask`` (``forward_backward_batch``), then verl's ``ppo_loss`` wrapped by our worker."""
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
-    B = b["mask"].shape[0]
-    P = 2
-    prompts = torch.ones(B, P, dtype=torch.long)
-    responses = torch.ones(B, T, dtype=torch.long)
-    attention = torch.cat([torch.ones(B, P), b["mask"]], dim=1).long()
+    data = _actor_rows(b, advantages)
+    polarity = plugin.current_run().recipe.polarity
+    if polarity != "both":
+        worker.drop_filtered_rows(data, polarity)
+    tu.assign_non_tensor(data, batch_num_tokens=int(data["loss_mask"].values().sum()))
     # the model's flat (no padding) log-probs: response token j of a sequence sits at position
     # prompt_len - 1 + j of it (verl left-shifts model outputs by one)
+    P = 2
     flat = []
-    for i in range(B):
+    for i in range(b["mask"].shape[0]):
         seq = torch.zeros(P + int(b["lengths"][i]))
         seq[P - 1: P - 1 + int(b["lengths"][i])] = b["new_lp"][i, : int(b["lengths"][i])]
         flat.append(seq)
-    data = tu.get_tensordict(
-        {"prompts": prompts, "responses": responses, "attention_mask": attention,
-         "response_mask": b["mask"], "old_log_probs": b["old_lp"], "advantages": advantages},
-        {"dp_size": 1, "batch_num_tokens": None, "global_batch_size": None},
-    )
-    loss, metrics = ppo_loss(actor, {"log_probs": torch.cat(flat)}, data)
-    return loss, metrics
+    return worker.with_correctness(ppo_loss)(actor, {"log_probs": torch.cat(flat)}, data)
 
 
 @pytest.mark.parametrize("algorithm", ALGOS)
@@ -142,21 +164,75 @@ def test_grpo_estimator_hand_computed(tmp_path, use_run):
     torch.testing.assert_close((got * b["mask"]).sum(1) / b["mask"].sum(1), want, atol=1e-5, rtol=0)
 
 
+def _local_loss(algorithm, params, b, step=0):
+    """The local backend's loss on the same batch: its advantages and loss mask
+    (``token_advantages``), then ``ppo_clip_loss`` with the recipe's aggregation."""
+    recipe = resolve(algorithm, params)
+    rewards = sequence_rewards(recipe, b["correct"], b["lengths"], T)
+    adv, loss_mask, _ = token_advantages(recipe, rewards, b["correct"], list(b["uids"]),
+                                         b["old_lp"], b["mask"], step)
+    return ppo_clip_loss(b["new_lp"], b["old_lp"], adv, loss_mask, eps_low=recipe.eps_low,
+                         eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
+                         log_ratio_clamp=recipe.log_ratio_clamp, agg_mode=recipe.loss_agg_mode,
+                         norm_len=T)
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "psr", "nsr", "w_reinforce"])
-def test_loss_matches_the_registry(algorithm, tmp_path, use_run):
+def test_loss_matches_the_local_backend(algorithm, tmp_path, use_run):
     study, cfg, env = _config(algorithm, tmp_path)
     use_run(env)
     assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == plugin.LOSS
     b = _batch(seed=1)
-    adv = _verl_advantages(cfg, b)
-    loss, metrics = _verl_loss(cfg, b, adv)
-    recipe = resolve(algorithm, PARAMS.get(algorithm, {}))
-    want, stats = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
-                                eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
-                                log_ratio_clamp=recipe.log_ratio_clamp,
-                                agg_mode=recipe.loss_agg_mode, norm_len=T)
+    loss, metrics = _verl_loss(cfg, b, _verl_advantages(cfg, b))
+    want, stats = _local_loss(algorithm, PARAMS.get(algorithm, {}), b)
     torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-5)
-    assert _value(metrics["actor/pg_clipfrac"]) == pytest.approx(stats["clip_frac"])
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("algorithm", ["psr", "nsr", "w_reinforce"])
+def test_polarity_filter_same_loss_on_both_backends(algorithm, mode, tmp_path, use_run):
+    """Filtered responses leave verl's numerator and denominator (the worker's row filter,
+    verl's token count, ppo_loss and agg_loss) exactly as the local backend's loss mask does."""
+    params = {"loss_agg_mode": mode}
+    _, cfg, env = _config(algorithm, tmp_path, params)
+    use_run(env)
+    for seed in (1, 5):
+        b = _batch(seed=seed)
+        loss, metrics = _verl_loss(cfg, b, _verl_advantages(cfg, b))
+        torch.testing.assert_close(loss, _local_loss(algorithm, params, b)[0], atol=1e-6, rtol=0)
+        pos = _value(metrics["polarity/loss_tokens_pos"])
+        neg = _value(metrics["polarity/loss_tokens_neg"])
+        lengths = b["lengths"].float()
+        assert pos == (float(lengths[b["correct"]].sum()) if algorithm != "nsr" else 0.0)
+        assert neg == (float(lengths[~b["correct"]].sum()) if algorithm != "psr" else 0.0)
+
+
+def test_psr_token_mean_hand_computed(tmp_path, use_run):
+    """On-policy (ratio 1) the token loss is -A: PSR's token-mean is -sum_pos A_i |y_i| / sum_pos |y_i|
+    (REINFORCE: A = 1 on a correct response), the negatives in neither sum."""
+    _, cfg, env = _config("psr", tmp_path, {"loss_agg_mode": "token-mean"})
+    use_run(env)
+    b = _batch(seed=1)
+    b["new_lp"] = b["old_lp"].clone()
+    loss, _ = _verl_loss(cfg, b, _verl_advantages(cfg, b))
+    assert float(loss) == pytest.approx(-1.0, abs=1e-6)
+    # and not the kept-token fraction of it, as when the negatives stayed in the denominator
+    frac = float(b["lengths"][b["correct"]].sum() / b["lengths"].sum())
+    assert frac < 0.9
+
+
+def test_a_minibatch_with_nothing_to_train_has_zero_loss(tmp_path, use_run):
+    """PSR with no correct response: all loss terms masked, verl's token count kept (no 0/0)."""
+    _, cfg, env = _config("psr", tmp_path)
+    use_run(env)
+    b = _batch(seed=1)
+    b["correct"][:] = False
+    data = _actor_rows(b, torch.zeros(len(b["correct"]), T))
+    assert worker.drop_filtered_rows(data, "positive") == 0
+    assert int(data["loss_mask"].values().sum()) == int(b["lengths"].sum())
+    assert int(data["response_mask"].values().sum()) == 0
+    loss, _ = _verl_loss(cfg, b, _verl_advantages(cfg, b))
+    assert float(loss) == 0.0 and torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("algorithm, params, want", [
@@ -171,7 +247,8 @@ def test_dual_clip_and_clamp_through_verls_ppo_loss(algorithm, params, want, tmp
     _, cfg, env = _config(algorithm, tmp_path,
                           {**params, **({"overlong_cache": 2} if algorithm == "dapo" else {})})
     use_run(env)
-    b = {"lengths": torch.tensor([2]), "mask": torch.tensor([[1.0, 1.0] + [0.0] * (T - 2)])}
+    b = {"lengths": torch.tensor([2]), "mask": torch.tensor([[1.0, 1.0] + [0.0] * (T - 2)]),
+         "correct": torch.tensor([False])}
     b["old_lp"] = torch.full((1, T), -30.0)
     b["new_lp"] = b["old_lp"].clone()
     b["new_lp"][0, 0] += 5.0  # ratio e^5 ~ 148
@@ -218,7 +295,6 @@ def test_a3po_loss_matches_the_registry_at_each_step(step, tmp_path, use_run):
     run = use_run(env)
     b = _batch(seed=2)
     adv = _verl_advantages(cfg, b)  # the driver publishes step 0 ...
-    assert json.loads(open(run.step_file).read())["disagree"] == 0
     plugin.write_step(run.step_file, step)  # ... here we jump to `step`
     loss, metrics = _verl_loss(cfg, b, adv)
     torch.testing.assert_close(loss, _a3po_expected(b, step, params), atol=1e-6, rtol=1e-5)
@@ -267,10 +343,12 @@ def test_a3po_step_continues_after_a_resume(tmp_path, use_run):
     assert resumed == [2, 3]
 
 
-def test_sign_disagreement_is_counted(tmp_path, use_run):
-    """DAPO's overlong penalty can push a correct response below its group mean: recorded."""
-    _, cfg, env = _config("a3po", tmp_path, {"overlong_cache": 4})
-    run = use_run(env)
+def test_overlong_correct_response_is_a_positive_on_both_backends(tmp_path, use_run):
+    """DAPO's overlong penalty pushes a correct response below its group mean (A < 0); A3PO
+    still shapes it as a positive, on verl (correctness from rm_scores) as on local."""
+    params = {"overlong_cache": 4}
+    _, cfg, env = _config("a3po", tmp_path, params)
+    use_run(env)
     b = _batch(groups=1)
     b["lengths"] = torch.tensor([8, 2, 2, 2])  # the correct one is long: -1 penalty at L_max
     b["mask"] = (torch.arange(T)[None, :] < b["lengths"][:, None]).float()
@@ -279,7 +357,20 @@ def test_sign_disagreement_is_counted(tmp_path, use_run):
     b["rewards"][torch.arange(4), b["lengths"] - 1] = b["correct"].float()
     adv = _verl_advantages(cfg, b)
     assert float(adv[0].sum()) < 0  # correct, negative advantage
-    assert json.loads(open(run.step_file).read())["disagree"] == 1
+    loss, metrics = _verl_loss(cfg, b, adv)
+    torch.testing.assert_close(loss, _a3po_expected(b, 0, params), atol=1e-6, rtol=1e-5)
+    by_sign = dict(b, correct=adv.sum(-1) > 0)  # polarity read from the advantage's sign
+    assert float(loss) != pytest.approx(float(_a3po_expected(by_sign, 0, params)), abs=1e-4)
+
+
+def test_a3po_loss_needs_the_rows_correctness(tmp_path, use_run):
+    _, cfg, env = _config("a3po", tmp_path, {"overlong_cache": 0})
+    use_run(env)
+    b = _batch(seed=2)
+    adv = _verl_advantages(cfg, b)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    with pytest.raises(RuntimeError, match="correctness"):
+        plugin.polarity_policy_loss(b["old_lp"], b["new_lp"], adv, b["mask"], config=actor)
 
 
 def test_loss_without_run_settings_fails_clearly(monkeypatch):

@@ -25,14 +25,12 @@ So the work is split where the inputs are:
   fixed for the rollout batch: verl's ``old_log_prob``) and the PPO-clip surrogate, then
   aggregates with verl's ``agg_loss`` so that data-parallel and micro-batch scaling stay verl's.
 
-Two facts reach the loss by side channels, designed explicitly:
+Two facts reach the loss from outside its arguments:
 
-* **polarity**: the loss sees advantages, not rewards. It reads a response's polarity from the
-  sign of the advantage the estimator gave it. With 0/1 rewards this is exact: a correct response
-  scores at or above its group mean, a wrong one at or below, and a response whose advantage is
-  0 is unchanged by any scale. DAPO's overlong penalty can push a correct-but-overlong response
-  below its group mean; the estimator records how many did (``disagree`` in the step file).
-  The local backend reads correctness directly.
+* **polarity** (A3PO's positives and negatives, PSR/NSR's filter): from correctness, as on the
+  local backend, read in the actor worker from verl's own batch data (``rm_scores``, our
+  reward function's verdicts): ``worker.py`` drops filtered rows from the loss's masks and
+  denominators and hands each micro-batch's verdicts to :func:`polarity_policy_loss`.
 * **global step** (A3PO's decay): the estimator runs once per training step on the driver. A
   :class:`StepClock` there numbers the steps from verl's own resume point (the newest
   ``global_step_N`` folder under ``trainer.default_local_dir``, found with verl's
@@ -74,6 +72,10 @@ LOSS = "polarity"
 RUN_ENV = "POLARITY_VERL_RUN"
 PLUGIN_MODULE = "polarity.backends.verl.plugin"
 
+
+from . import worker  # noqa: E402
+
+worker.install()  # the actor worker that reads polarity from verl's batch data
 
 if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":  # a `verl.device: cpu` run
     from . import cpu
@@ -242,14 +244,12 @@ def polarity_advantage(
     run = current_run()
     recipe = run.recipe
     mask = response_mask.float()
-    correct = token_level_rewards.sum(dim=-1) > 0.5
+    correct = worker.correct_from_scores(token_level_rewards)
     lengths = mask.sum(dim=-1)
     rewards = sequence_rewards(recipe, correct, lengths, run.max_response_tokens)
     ids = _group_ids(index, len(correct))
     adv, keep = sequence_advantages(recipe, rewards, correct, ids)
-    # the loss reads polarity from sign(advantage): count the responses where that differs
-    disagree = int(((adv > 0) & ~correct).sum() + ((adv < 0) & correct).sum())
-    step = clock_for(run).advance(disagree=disagree, responses=len(correct))
+    step = clock_for(run).advance(responses=len(correct))
     if run.stats_dir:
         write_json(Path(run.stats_dir) / f"{step}.json",
                    batch_stats(correct, rewards, keep & (lengths > 0), ids))
@@ -261,9 +261,13 @@ def polarity_advantage(
 # The policy loss
 
 
-def polarity_from_advantages(advantages: Tensor, response_mask: Tensor) -> Tensor:
-    """Per-response polarity [B] bool from the sign of its (constant) token advantage."""
-    return (advantages * response_mask.to(advantages.dtype)).sum(dim=-1) > 0
+def loss_token_counts(correct: Tensor, response_mask: Tensor) -> dict[str, float]:
+    """How many of the micro-batch's loss tokens come from correct and from wrong responses
+    (PSR's must all be positive, NSR's all negative)."""
+    per_row = response_mask.to(torch.float64).sum(dim=-1)
+    correct = correct.to(per_row.device)
+    return {"polarity/loss_tokens_pos": float(per_row[correct].sum()),
+            "polarity/loss_tokens_neg": float(per_row[~correct].sum())}
 
 
 @register_policy_loss(LOSS)
@@ -285,10 +289,17 @@ def polarity_policy_loss(
     run = current_run()
     recipe = run.recipe
     metrics: dict[str, float] = {}
+    correct = worker.current_correctness()
+    if correct is not None:
+        metrics.update(loss_token_counts(correct, response_mask))
     if recipe.token_shaping == "a3po":
         if recipe.rank_by != "prob":
             raise ValueError("A3PO on verl ranks tokens by old-policy probability only (rank_by=prob)")
-        correct = polarity_from_advantages(advantages, response_mask)
+        if correct is None:
+            raise RuntimeError(
+                "A3PO's loss needs each response's correctness: verl's actor worker must be "
+                "polarity's (worker.install(); the batch needs rm_scores)")
+        correct = correct.to(advantages.device)
         step = read_step(run.step_file)
         selections = recipe.a3po_selections()
         advantages, masks = shape_with_selections(
