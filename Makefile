@@ -26,9 +26,12 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "report: results/demo/report/training.html results/demo/report/evaluation.html"
 
-# pytest exits 5 when it collects no tests: that is a failure here, never a pass
+# pytest exits 5 when it collects no tests: that is a failure here, never a pass.
+# TEST_WORKERS pytest workers (pytest-xdist), each running one test file at a time, the
+# longest files first (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup

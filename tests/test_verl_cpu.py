@@ -203,16 +203,18 @@ from .test_verl_launch import FAKE_SCONTROL, FAKE_SRUN  # noqa: E402
 
 @pytest.mark.slow
 def test_two_nodes_train_through_the_launch_script(study, tmp_path):
-    """GRPO with ``verl.nnodes: 2``: the launch script starts a Ray head and a worker node (fake
+    """PSR with ``verl.nnodes: 2``: the launch script starts a Ray head and a worker node (fake
     ``srun``/``scontrol``, both on this machine) and verl trains with one worker on each, while
-    a stale ``~/.ray/auth_token`` lies in the home directory."""
+    a stale ``~/.ray/auth_token`` lies in the home directory. PSR: the actor workers sum their
+    kept rows over both data-parallel ranks (our worker's all-reduce) and train on positives only;
+    with a KL penalty, so verl's reference policy runs on CPUs too (a full FSDP engine there)."""
     import tempfile
 
     from .verl_helpers import load_study
 
     # two data-parallel ranks: each micro-batch holds half a mini-batch (2 prompts x 4 / 2)
     config = load_study(CONFIG, verl={**STUDY["verl"], "nnodes": 2, "micro_batch_per_gpu": 4},
-                        algorithms=["grpo"])
+                        algorithms=["psr"], train={"kl_coef": 0.001})  # KL: verl's ref policy
     settings = {k: config[k] for k in ("study", "train", "verl", "algorithm_params")}
     bin_dir, home = tmp_path / "bin", tmp_path / "home"
     bin_dir.mkdir()
@@ -231,7 +233,7 @@ def test_two_nodes_train_through_the_launch_script(study, tmp_path):
     cmd = [sys.executable, "-m", "polarity", "train-verl", "--study", json.dumps(settings),
            "--model-name", "tiny", "--model", str(study / "results" / "verl-cpu" / "models" / "tiny"),
            "--data", str(data / "synthetic-arith-train.parquet"),
-           "--val", str(data / "synthetic-arith-test.parquet"), "--algorithm", "grpo",
+           "--val", str(data / "synthetic-arith-test.parquet"), "--algorithm", "psr",
            "--seed", "0", "--run-dir", str(run), "--metrics", str(run / "metrics.jsonl"),
            "--done", str(run / "verl_final.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=study, timeout=900)
@@ -243,3 +245,6 @@ def test_two_nodes_train_through_the_launch_script(study, tmp_path):
     df = pd.read_json(run / "metrics.jsonl", lines=True)
     assert list(df["step"]) == list(range(STEPS))
     assert (df["grad_norm"] > 0).any() and (df["verl/training/rollout_probs_diff_max"] < 1e-4).all()
+    assert (df["loss_tokens_neg"] == 0).all() and (df["loss_tokens_pos"] > 0).any()
+    kl = df["verl/actor/kl_loss"]  # k3 against the reference: 0 before the first update, then > 0
+    assert kl.notna().all() and (kl >= 0).all() and (kl > 0).any()
