@@ -277,17 +277,6 @@ def test_dapo_signed_rewards_through_verls_compute_advantage(tmp_path, use_run):
     torch.testing.assert_close((got * b["mask"]).sum(1) / b["mask"].sum(1), want, atol=1e-5, rtol=0)
 
 
-def _a3po_expected(b, step, params):
-    recipe = resolve("a3po", params)
-    rewards = sequence_rewards(recipe, b["correct"], b["lengths"], T)
-    adv, _, _ = token_advantages(recipe, rewards, b["correct"], list(b["uids"]), b["old_lp"],
-                                 b["mask"], step)
-    loss, _ = ppo_clip_loss(b["new_lp"], b["old_lp"], adv, b["mask"], eps_low=recipe.eps_low,
-                            eps_high=recipe.eps_high, clip_ratio_c=recipe.clip_ratio_c,
-                            log_ratio_clamp=recipe.log_ratio_clamp, agg_mode=recipe.loss_agg_mode)
-    return loss
-
-
 @pytest.mark.parametrize("step", [0, 1, 50, 150, 199, 250])
 def test_a3po_loss_matches_the_registry_at_each_step(step, tmp_path, use_run):
     params = {"overlong_cache": 0}  # no length shaping: sign(advantage) == polarity exactly
@@ -297,7 +286,7 @@ def test_a3po_loss_matches_the_registry_at_each_step(step, tmp_path, use_run):
     adv = _verl_advantages(cfg, b)  # the driver publishes step 0 ...
     plugin.write_step(run.step_file, step)  # ... here we jump to `step`
     loss, metrics = _verl_loss(cfg, b, adv)
-    torch.testing.assert_close(loss, _a3po_expected(b, step, params), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(loss, _local_loss("a3po", params, b, step)[0], atol=1e-6, rtol=1e-5)
     # s(step) = max(2 - 0.005 step, 1), as logged by the loss
     assert _value(metrics["polarity/a3po/s_pos"]) == pytest.approx(max(2.0 - 0.005 * step, 1.0))
 
@@ -338,7 +327,7 @@ def test_a3po_step_continues_after_a_resume(tmp_path, use_run):
         adv = _verl_advantages(cfg, b)  # the driver's estimator publishes the step ...
         resumed.append(plugin.read_step(run.step_file))
         loss, _ = _verl_loss(cfg, b, adv)  # ... that the actor's loss then uses
-        torch.testing.assert_close(loss, _a3po_expected(b, resumed[-1], {"overlong_cache": 0}),
+        torch.testing.assert_close(loss, _local_loss("a3po", {"overlong_cache": 0}, b, resumed[-1])[0],
                                    atol=1e-6, rtol=1e-5)
     assert resumed == [2, 3]
 
@@ -358,9 +347,9 @@ def test_overlong_correct_response_is_a_positive_on_both_backends(tmp_path, use_
     adv = _verl_advantages(cfg, b)
     assert float(adv[0].sum()) < 0  # correct, negative advantage
     loss, metrics = _verl_loss(cfg, b, adv)
-    torch.testing.assert_close(loss, _a3po_expected(b, 0, params), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(loss, _local_loss("a3po", params, b)[0], atol=1e-6, rtol=1e-5)
     by_sign = dict(b, correct=adv.sum(-1) > 0)  # polarity read from the advantage's sign
-    assert float(loss) != pytest.approx(float(_a3po_expected(by_sign, 0, params)), abs=1e-4)
+    assert float(loss) != pytest.approx(float(_local_loss("a3po", params, by_sign)[0]), abs=1e-4)
 
 
 def test_a3po_loss_needs_the_rows_correctness(tmp_path, use_run):
