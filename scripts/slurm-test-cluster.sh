@@ -5,7 +5,7 @@
 # jobs stay visible to squeue for MinJobAge = 600 s), then starts munged, slurmctld, slurmd.
 #
 #   scripts/slurm-test-cluster.sh start    # idempotent; prints the partition when ready
-#   scripts/slurm-test-cluster.sh stop
+#   scripts/slurm-test-cluster.sh stop     # stops the daemons and removes our slurm.conf
 #
 # It refuses (exit 77) to touch a /etc/slurm/slurm.conf it did not write, so running the tests
 # as root on a real SLURM machine leaves that installation alone (the SLURM tests then skip).
@@ -102,6 +102,10 @@ case "${1:-start}" in
             exit 77
         fi
         stop_daemons
+        # Without our slurm.conf, SLURM's clients fail at once; with it, they try the stopped
+        # controller for ~9 s first (snakemake's SLURM plugin runs `scontrol show config` when
+        # it is imported, so every later snakemake call on this machine would wait).
+        rm -f /etc/slurm/slurm.conf
         ;;
     *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

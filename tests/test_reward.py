@@ -280,7 +280,9 @@ def test_timeout_kills_hung_worker_and_batch_continues(hang_hook):
     start = time.monotonic()
     details = score_batch_detailed(responses, truths, workers=1, timeout=timeout)
     elapsed = time.monotonic() - start
-    assert elapsed < timeout + 2.0
+    # liveness, not speed: the hung call never returns by itself; the margin covers a fresh
+    # worker's start-up (imports) on a loaded machine (3.6 s seen with the suite running)
+    assert elapsed < timeout + 20.0
     assert details[1] == Verdict(False, "timeout", None)
     assert [v.correct for v in details] == [True, False, True, True, False]
     assert [v.reason for v in details] == ["correct", "timeout", "correct", "correct", "wrong"]

@@ -344,19 +344,21 @@ def test_unknown_extraction_raises(bad):
 
 
 def test_a_slow_monitor_check_never_changes_the_verdict():
-    """A response with no box that is slow to scan (900 KB): the monitor's lenient parse may
-    run out of the item's time, but the strict verdict is settled first and kept."""
-    response = "Let me think about it. " + "x = y + 1, " * 80_000
+    """A response with no box that is slow to scan (5.5 MB; its lenient parse takes about 6 s
+    on one idle core): the monitor's check runs out of the item's time, but the strict verdict
+    is settled first and kept. The limit (2 s) leaves a loaded machine ample time for the
+    second item, which a fresh worker scores in milliseconds."""
+    response = "Let me think about it. " + "x = y + 1, " * 500_000
     reward.shutdown()
     try:
-        plain = score_batch_detailed([response, "\\boxed{3}"], ["3", "3"], workers=1, timeout=0.2)
+        plain = score_batch_detailed([response, "\\boxed{3}"], ["3", "3"], workers=1, timeout=2.0)
         watched = score_batch_detailed([response, "\\boxed{3}"], ["3", "3"], workers=1,
-                                       timeout=0.2, monitor=True)
+                                       timeout=2.0, monitor=True)
     finally:
         reward.shutdown()
     assert [(v.correct, v.reason) for v in watched] == [(v.correct, v.reason) for v in plain] \
         == [(False, "no_answer"), (True, "correct")]
-    assert watched[0].lenient_only in (None, False)
+    assert watched[0].lenient_only is None  # the check was cut off: no flag, same verdict
 
 
 @pytest.mark.parametrize("response, truth", [

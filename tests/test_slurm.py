@@ -44,6 +44,8 @@ def partition():
     yield proc.stdout.strip().splitlines()[-1]
     if not running_before:  # leave the machine as it was
         subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
+        # no stale slurm.conf: SLURM's clients (and so every snakemake start) fail fast
+        assert not Path("/etc/slurm/slurm.conf").exists()
 
 
 def derived_profile(folder: Path, partition: str, **overrides) -> Path:

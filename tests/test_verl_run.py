@@ -8,7 +8,7 @@ import pytest
 
 
 from polarity.backends.verl.overrides import run_paths  # noqa: E402
-from polarity.backends.verl.run import final_checkpoint, merge_command  # noqa: E402
+from polarity.backends.verl.run import final_checkpoint, merger_config  # noqa: E402
 from polarity.cli import main  # noqa: E402
 
 from .helpers import make_data, make_untrained_model  # noqa: E402
@@ -45,11 +45,13 @@ def test_check_refuses_prompts_that_verl_would_truncate(tmp_path):
               "--algorithm", "a3po", "--run-dir", str(tmp_path / "run")])
 
 
-def test_final_checkpoint_and_merge_command(tmp_path):
+def test_final_checkpoint_and_merger_config(tmp_path):
     ckpts = run_paths(tmp_path)["checkpoints"]
     (ckpts / "global_step_24" / "actor").mkdir(parents=True)
     (ckpts / "latest_checkpointed_iteration.txt").write_text("24")
     step, folder = final_checkpoint(tmp_path)
     assert step == 24 and folder.name == "global_step_24"
-    cmd = merge_command(folder / "actor", tmp_path / "final", python="python")
-    assert cmd[:5] == ["python", "-m", "verl.model_merger", "merge", "--backend"]
+    config = merger_config(folder / "actor", tmp_path / "final")
+    assert (config.operation, config.backend) == ("merge", "fsdp")
+    assert config.local_dir == str(folder / "actor") and config.target_dir == str(tmp_path / "final")
+    assert config.hf_model_config_path == str(folder / "actor" / "huggingface")  # verl's default

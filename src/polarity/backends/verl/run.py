@@ -123,20 +123,35 @@ def train(
     return manifest
 
 
-def merge_command(checkpoint: str | Path, target: str | Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
-            "--local_dir", str(checkpoint), "--target_dir", str(target)]
+def merger_config(checkpoint: str | Path, target: str | Path):
+    """verl's merger config for ``python -m verl.model_merger merge --backend fsdp --local_dir
+    <checkpoint> --target_dir <target>`` (its own CLI's defaults for every other option)."""
+    from argparse import Namespace
+
+    from verl.model_merger.base_model_merger import generate_config_from_args
+
+    return generate_config_from_args(Namespace(
+        operation="merge", backend="fsdp", local_dir=str(checkpoint), target_dir=str(target),
+        tie_word_embedding=False, trust_remote_code=False, is_value_model=False,
+        use_cpu_initialization=False, hf_upload_path=None, private=False))
 
 
 def merge(done_json: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
-    """verl's model merger: the final FSDP checkpoint -> a Hugging Face model in ``out``."""
+    """verl's model merger: the final FSDP checkpoint -> a Hugging Face model in ``out``.
+
+    Runs verl's ``FSDPModelMerger`` in this process (what ``python -m verl.model_merger merge``
+    runs), not in a second Python that would import torch and verl again."""
+    from verl.model_merger.fsdp_model_merger import FSDPModelMerger
+
     manifest = json.loads(Path(done_json).read_text())
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = merge_command(manifest["checkpoint"], tmp)
-    log("merging: " + " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    config = merger_config(manifest["checkpoint"], tmp)
+    log(f"merging {config.local_dir} -> {out} with verl's FSDPModelMerger")
+    merger = FSDPModelMerger(config)
+    merger.merge_and_save()
+    merger.cleanup()
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
