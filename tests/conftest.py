@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 # `make test` runs two pytest workers, one test file each at a time (`-n 2 --dist loadfile
 # --no-loadscope-reorder`; module fixtures then run once). xdist hands each worker two files at
 # the start, then one file whenever it is free, in collection order: the verl study on CPU
-# (about 17 minutes) and a short file go to one worker, the SLURM and Snakemake studies to the
-# other, which then takes the rest until the first is free again.
+# (the longest file: 15-26 min with the suite running) and a short file go to one worker, the
+# SLURM and Snakemake studies to the other, which then takes the rest until the first is free.
 LONGEST_FIRST = ("test_verl_cpu.py", "test_slurm.py", "test_verl_cpu_parts.py", "test_workflow.py")
 
 
