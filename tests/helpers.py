@@ -4,6 +4,9 @@ warmed up until it solves some of the training prompts (so that RL has something
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from polarity.data.rows import write_parquet
@@ -82,3 +85,15 @@ def strict_reference(response: str, gold: str, extraction: str = "boxed",
 
     answer = final_answer(response, extraction)
     return answer is not None and lenient_reference(wrap_ground_truth(answer), gold, timeouts)
+
+
+@contextmanager
+def one_ray_head():
+    """Held by every test that starts a Ray head with ``ray start``: two heads on one machine
+    would share Ray's fixed default ports (the dashboard's 8265: the second head fails)."""
+    with open(Path(tempfile.gettempdir()) / "polarity-tests-ray-head.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -139,6 +139,16 @@ def test_each_algorithm_took_its_own_path(study):
     a3po = metrics(study, "a3po")
     assert list(a3po["a3po_step"]) == list(range(STEPS))
     assert {"a3po/s_pos", "a3po/s_neg", "a3po/amplified_frac_pos"} <= set(a3po.columns)
+    popo = metrics(study, "popo")  # positives only; after each optimizer step the EMA target
+    # moved (1 - tau) of its distance to the policy: the distance shrank by tau
+    from polarity.algorithms import resolve
+
+    tau = resolve("popo", STUDY["algorithm_params"].get("popo")).popo_tau
+    assert (popo["n_negative"] == 0).all() and popo["n_positive"].sum() > 0
+    assert list(popo["popo/ema_gap_ratio"]) == pytest.approx([tau] * STEPS, rel=1e-5)
+    assert (popo["popo/ema_gap_before"] > 0).all()
+    assert popo["popo/sim_loss"].notna().all() and popo["popo/weight_entropy"].notna().all()
+    assert "loss_tokens_pos" not in popo.columns  # POPO's own loss, not the PPO-clip one
     ppo = metrics(study, "ppo")  # verl's GAE with its critic
     assert "verl/critic/vf_loss" in ppo.columns and ppo["verl/critic/vf_loss"].notna().all()
     assert "a3po_step" not in grpo.columns
@@ -162,6 +172,21 @@ def test_killed_run_resumed_from_its_checkpoint(study):
     main = resolve("a3po", STUDY["algorithm_params"]["a3po"]).a3po_selections()[0]
     want = [decayed_scale(main.rho, main.alpha, step) for step in (0, 1)]
     assert list(df["a3po/s_pos"]) == pytest.approx(want)
+
+
+@pytest.mark.slow
+def test_popo_checkpoints_hold_a_moving_target_and_predictor(study):
+    """verl's checkpoints of the POPO run hold the EMA target and the predictor, and both moved
+    from step 1 to step 2."""
+    import torch
+
+    folder = run_dir(study, "popo") / "state" / "verl_checkpoints"
+    saved = [torch.load(folder / f"global_step_{s}" / "actor" / "popo_rank0.pt", weights_only=False)
+             for s in (1, 2)]
+    assert len(saved[0]["target"]) == len(saved[1]["target"]) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(saved[0]["target"], saved[1]["target"]))
+    assert any(not torch.equal(saved[0]["predictor"][k], saved[1]["predictor"][k])
+               for k in saved[0]["predictor"])
 
 
 @pytest.mark.slow
@@ -210,6 +235,7 @@ def test_two_nodes_train_through_the_launch_script(study, tmp_path):
     with a KL penalty, so verl's reference policy runs on CPUs too (a full FSDP engine there)."""
     import tempfile
 
+    from .helpers import one_ray_head
     from .verl_helpers import load_study
 
     # two data-parallel ranks: each micro-batch holds half a mini-batch (2 prompts x 4 / 2)
@@ -236,7 +262,8 @@ def test_two_nodes_train_through_the_launch_script(study, tmp_path):
            "--val", str(data / "synthetic-arith-test.parquet"), "--algorithm", "psr",
            "--seed", "0", "--run-dir", str(run), "--metrics", str(run / "metrics.jsonl"),
            "--done", str(run / "verl_final.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=study, timeout=900)
+    with one_ray_head():  # the launch script's `ray start --head`
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=study, timeout=900)
     out = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, out
     calls = (tmp_path / "srun.log").read_text()

@@ -18,6 +18,8 @@ import pytest
 
 from polarity.backends.verl.launch import launch_script, write_launch_script
 
+from .helpers import one_ray_head
+
 VENV_BIN = str(Path(sys.executable).parent)
 
 # `scontrol show hostnames LIST` prints $FAKE_NODES, one a line (the real one expands LIST).
@@ -155,23 +157,24 @@ def test_multi_node_ray_cluster_on_one_machine(tmp_path, slurm):
                          gpus_per_node=2, ray_port=port, join_timeout_s=60,
                          python=sys.executable)
     script = write_launch_script(tmp_path / "launch.sh", text)
-    try:
-        result = run(script, slurm, timeout=90)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "SEEN 2 4" in result.stdout
-        assert "Ray cluster at 127.0.0.1:" in result.stderr
-        calls = (tmp_path / "srun.log").read_text()
-        head = f"-w node1 ray start --head --node-ip-address=127.0.0.1 --port={port} --num-gpus=2"
-        assert head in calls
-        assert f"-w node2 ray start --address=127.0.0.1:{port} --num-gpus=2" in calls
-        deadline = time.time() + 15  # the script waited for its ray steps; allow stragglers
-        while ray_processes(port, temp_root) and time.time() < deadline:
-            time.sleep(0.5)
-        assert not ray_processes(port, temp_root)
-    finally:  # never leave this test's Ray behind (only its own processes, by pid)
-        for proc in ray_processes(port, temp_root):
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        shutil.rmtree(temp_root, ignore_errors=True)
+    with one_ray_head():  # the script's `ray start --head`, until its processes are gone
+        try:
+            result = run(script, slurm, timeout=90)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            assert "SEEN 2 4" in result.stdout
+            assert "Ray cluster at 127.0.0.1:" in result.stderr
+            calls = (tmp_path / "srun.log").read_text()
+            head = f"-w node1 ray start --head --node-ip-address=127.0.0.1 --port={port} --num-gpus=2"
+            assert head in calls
+            assert f"-w node2 ray start --address=127.0.0.1:{port} --num-gpus=2" in calls
+            deadline = time.time() + 15  # the script waited for its ray steps; allow stragglers
+            while ray_processes(port, temp_root) and time.time() < deadline:
+                time.sleep(0.5)
+            assert not ray_processes(port, temp_root)
+        finally:  # never leave this test's Ray behind (only its own processes, by pid)
+            for proc in ray_processes(port, temp_root):
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            shutil.rmtree(temp_root, ignore_errors=True)

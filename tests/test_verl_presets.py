@@ -34,9 +34,9 @@ PRESETS = {
     "model-size": {"link_model": 3, "prepare_hub_train": 1, "train_verl": 9, "merge_verl": 9,
                    "prepare_benchmark": 1, "evaluate_shard": 12, "gather_evaluation": 12,
                    "report_training": 1, "report_evaluation": 1},
-    "popo": {"link_model": 1, "prepare_hub_train": 1, "train_local": 2, "prepare_benchmark": 1,
-             "evaluate_shard": 3, "gather_evaluation": 3, "report_training": 1,
-             "report_evaluation": 1},
+    "popo": {"link_model": 1, "prepare_hub_train": 1, "train_verl": 2, "merge_verl": 2,
+             "prepare_benchmark": 1, "evaluate_shard": 3, "gather_evaluation": 3,
+             "report_training": 1, "report_evaluation": 1},
 }
 SNAPSHOTS = REPO / "tests" / "snapshots" / "verl"
 
@@ -99,7 +99,7 @@ def test_negative_reinforcement_evaluation_is_sharded_at_n_256(tmp_path):
     assert k_values(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
-@pytest.mark.parametrize("preset", sorted(p for p in PRESETS if p != "popo"))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_command_composes_and_validates(preset, tiny_model):
     study = load_study(REPO / "presets" / f"{preset}.yaml")
     assert study["backend"] == "verl"
@@ -126,10 +126,12 @@ def test_every_preset_command_composes_and_validates(preset, tiny_model):
             env = cfg.ray_kwargs.ray_init.runtime_env.env_vars
             assert env.VERL_USE_EXTERNAL_MODULES == "polarity.backends.verl.plugin"
             run = ov.VerlRun.from_env(env.POLARITY_VERL_RUN)
-            assert run.algorithm == algorithm and run.recipe == recipe
+            assert run.algorithm == algorithm and run.recipe == recipe and run.seed == 0
+            # POPO's entropy term needs verl's entropy; no other loss computes it
+            assert cfg.actor_rollout_ref.actor.calculate_entropy is (recipe.objective == "popo")
 
 
-@pytest.mark.parametrize("preset", sorted(p for p in PRESETS if p != "popo"))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_preset_command_lines_match_the_snapshot(preset):
     study = load_study(REPO / "presets" / f"{preset}.yaml")
     text = _snapshot_text(study)
@@ -149,6 +151,20 @@ def test_a3po_preset_has_the_paper_settings():
     assert (study["verl"]["nnodes"], study["verl"]["gpus_per_node"]) == (2, 8)
     recipe = get_algorithm("a3po").resolve(study["algorithm_params"]["a3po"])
     assert (recipe.p_pos, recipe.rho_pos, recipe.alpha_pos) == (0.2, 2.0, 0.005)
+
+
+def test_popo_preset_has_the_paper_settings():
+    study = load_study(REPO / "presets" / "popo.yaml")
+    train, ev = study["train"], study["evaluate"]
+    assert study["backend"] == "verl" and study["algorithms"] == ["popo", "grpo"]
+    assert study["models"] == {"qwen25-math-7b": {"path": "Qwen/Qwen2.5-Math-7B"}}
+    assert study["train_data"]["name"] == "deepscaler"
+    assert (train["steps"], train["rollouts_per_prompt"], train["lr"],
+            train["max_response_tokens"], train["kl_coef"]) == (1500, 8, 1e-7, 1024, 0.0)
+    assert (ev["benchmarks"], ev["samples"], ev["temperature"]) == (["aime25"], 128, 0.7)
+    recipe = get_algorithm("popo").resolve(study["algorithm_params"]["popo"])
+    assert (recipe.popo_alpha, recipe.popo_beta, recipe.popo_tau, recipe.popo_noise) == (
+        0.1, 0.01, 0.995, 0.02)
 
 
 def test_a_misspelt_verl_key_fails_composition():
@@ -172,7 +188,8 @@ def test_verl_validation_rejects_a_bad_batch_split():
 @pytest.mark.parametrize(
     "extra, key",
     [
-        ({"algorithms": ["popo"]}, "algorithms[0]"),
+        ({"algorithms": ["popo"], "train": {"kl_coef": 0.01}}, "train.kl_coef"),
+        ({"algorithms": ["popo"], "train": {"entropy_coef": 0.01}}, "train.entropy_coef"),
         ({"algorithm_params": {"a3po": {"rank_by": "entropy"}}}, "rank_by"),
         ({"verl": {"nnodes": 3, "gpus_per_node": 8}}, "train.prompts_per_step"),
     ],

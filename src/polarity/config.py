@@ -124,6 +124,11 @@ def check_study(config: dict[str, Any]) -> None:
     max_len = config.get("train", {}).get("max_response_tokens")
     for name in config.get("algorithms", []):
         recipe = get_algorithm(name).resolve(params.get(name))
+        if backend == "verl" and recipe.objective == "popo":
+            for key, why in (("kl_coef", "no reference policy and no KL term"),
+                             ("entropy_coef", f"its own entropy term (algorithm_params.{name}.popo_beta)")):
+                if config.get("train", {}).get(key, 0) > 0:
+                    raise ConfigError(f"train.{key}: {name} (POPO) on verl has {why}; set it to 0")
         if max_len is not None:
             try:
                 check_overlong_buffer(name, recipe, max_len,

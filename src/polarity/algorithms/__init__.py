@@ -14,7 +14,17 @@ from .advantages import (
     reinforce_advantages,
 )
 from .losses import AGG_MODES, aggregate, ppo_clip_loss, ppo_clip_token_loss, token_entropy
-from .popo import Predictor, ema_update, mean_pool, popo_nll_loss, popo_similarity_loss, popo_weights
+from .popo import (
+    Predictor,
+    ema_update,
+    mean_pool,
+    popo_entropy,
+    popo_nll_loss,
+    popo_objective,
+    popo_similarity_loss,
+    popo_weights,
+    sequence_logprob_mean,
+)
 from .registry import (
     ALGORITHMS,
     Algorithm,

@@ -39,12 +39,23 @@ def popo_weights(
     return torch.where(positive, expo / denom[index].clamp(min=1e-30), torch.zeros_like(expo))
 
 
-def popo_nll_loss(log_prob: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
-    """sum_i w_i sum_t -log pi(y_it) / (number of positive tokens in the batch)."""
+def sequence_logprob_mean(log_prob: Tensor, mask: Tensor) -> Tensor:
+    """Length-normalized sequence log-prob [B]: sum_t log pi(y_it) / |y_i| (the weights' score)."""
     mask = mask.to(log_prob.dtype)
-    positive_tokens = (mask * (weights > 0).unsqueeze(-1)).sum()
+    return (log_prob * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def popo_nll_loss(log_prob: Tensor, mask: Tensor, weights: Tensor,
+                  positive_tokens: Tensor | float | None = None) -> Tensor:
+    """sum_i w_i sum_t -log pi(y_it) / (number of positive tokens in the batch).
+
+    ``positive_tokens``: the denominator when this is one shard of a larger batch (verl's
+    micro-batches and data-parallel ranks); None counts the positive tokens of this batch."""
+    mask = mask.to(log_prob.dtype)
+    if positive_tokens is None:
+        positive_tokens = (mask * (weights > 0).unsqueeze(-1)).sum()
     nll = torch.where(mask > 0, -log_prob, torch.zeros_like(log_prob)).sum(dim=-1)
-    return (weights * nll).sum() / positive_tokens.clamp(min=1)
+    return (weights * nll).sum() / torch.as_tensor(positive_tokens, dtype=nll.dtype).clamp(min=1)
 
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -53,13 +64,35 @@ def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
 
 
-def popo_similarity_loss(online: Tensor, target: Tensor, weights: Tensor) -> Tensor:
-    """-sum_i w_i cos(online_i, sg(target_i)) / sum_i w_i (0 when no weight)."""
+def popo_similarity_loss(online: Tensor, target: Tensor, weights: Tensor,
+                         weight_sum: Tensor | float | None = None) -> Tensor:
+    """-sum_i w_i cos(online_i, sg(target_i)) / sum_i w_i (0 when no weight).
+
+    ``weight_sum``: the denominator when this is one shard of a larger batch; None sums this
+    batch's weights."""
     cos = nn.functional.cosine_similarity(online, target.detach(), dim=-1)
-    total = weights.sum()
-    if total <= 0:
+    total = weights.sum() if weight_sum is None else torch.as_tensor(weight_sum, dtype=cos.dtype)
+    if total <= 0 or not bool((weights > 0).any()):
         return online.sum() * 0.0
     return -(weights * cos).sum() / total
+
+
+def popo_entropy(entropy: Tensor, mask: Tensor, tokens: Tensor | float | None = None) -> Tensor:
+    """Mean token entropy over every completion token of the batch (negatives included).
+
+    ``tokens``: the denominator when this is one shard of a larger batch; None counts this
+    batch's tokens."""
+    mask = mask.to(entropy.dtype)
+    total = torch.where(mask > 0, entropy, torch.zeros_like(entropy)).sum()
+    if tokens is None:
+        tokens = mask.sum()
+    return total / torch.as_tensor(tokens, dtype=total.dtype).clamp(min=1)
+
+
+def popo_objective(nll: Tensor, similarity: Tensor, entropy: Tensor, alpha: float,
+                   beta: float) -> Tensor:
+    """L = L_NLL + alpha * L_sim - beta * H (the entropy bonus enters with a minus sign)."""
+    return nll + alpha * similarity - beta * entropy
 
 
 def weight_entropy(weights: Tensor, group_ids: Sequence | Tensor) -> float:

@@ -192,8 +192,7 @@ ALGORITHMS: dict[str, Algorithm] = {
                   "arXiv 2512.21625", replace(_DAPO, token_shaping="a3po"),
                   _PG_KNOBS + _A3PO_KNOBS),
         Algorithm("popo", "POPO: positive-only, bounded importance weights, siamese EMA target",
-                  "arXiv 2605.06650", Recipe(objective="popo"), _POPO_KNOBS,
-                  backends=("local",)),  # needs hidden states + an EMA policy: not in verl's API
+                  "arXiv 2605.06650", Recipe(objective="popo"), _POPO_KNOBS),
         Algorithm("ppo", "PPO: GAE with a learned critic (verl backend)", "arXiv 1707.06347",
                   Recipe(objective="ppo_gae", loss_agg_mode="token-mean"),
                   ("eps_low", "eps_high", "loss_agg_mode"), backends=("verl",)),

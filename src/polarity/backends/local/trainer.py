@@ -28,6 +28,7 @@ from ...config import TrainSettings
 from ...evaluation.generate import Rollouts, sample
 from ...model import load_policy, save_pretrained_atomic
 from ...reward import score_batch_detailed
+from ...seeds import hash_seed
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -40,14 +41,6 @@ def prompt_at(position: int, n_prompts: int, seed: int) -> int:
     epoch, offset = divmod(position, n_prompts)
     gen = torch.Generator().manual_seed(hash_seed(seed, "epoch", epoch))
     return int(torch.randperm(n_prompts, generator=gen)[offset])
-
-
-def hash_seed(*parts) -> int:
-    """A stable 62-bit seed from parts (Python's hash() is salted per process)."""
-    import hashlib
-
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 2
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -372,9 +365,8 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
     stats: dict = {}
     if recipe.objective == "popo":
         token_adv, loss_mask = None, mask * correct.unsqueeze(-1)
-        weights = alg.popo_weights(
-            (old_log_prob * mask).sum(-1) / mask.sum(-1).clamp(min=1), batch.group_ids, correct,
-            uniform=recipe.popo_uniform)
+        weights = alg.popo_weights(alg.sequence_logprob_mean(old_log_prob, mask), batch.group_ids,
+                                   correct, uniform=recipe.popo_uniform)
         stats["popo/weight_entropy"] = alg.popo.weight_entropy(weights, batch.group_ids)
         stats["popo/ema_tau"] = recipe.popo_tau
     else:
@@ -464,9 +456,9 @@ class PopoParts:
             target = target + self.recipe.popo_noise * torch.randn(
                 target.shape, generator=self.noise).to(target.device)
         sim = alg.popo_similarity_loss(online, target, weights)
-        ent = alg.aggregate(entropy, response_mask, "token-mean")
-        total = nll + self.recipe.popo_alpha * sim - self.recipe.popo_beta * ent
-        return total, float(sim)
+        ent = alg.popo_entropy(entropy, response_mask)
+        total = alg.popo_objective(nll, sim, ent, self.recipe.popo_alpha, self.recipe.popo_beta)
+        return total, float(sim.detach())
 
     def after_step(self, model) -> None:
         alg.ema_update(self.target, model, self.recipe.popo_tau)

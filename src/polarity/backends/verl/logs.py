@@ -249,6 +249,8 @@ def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
             row.update(shape_columns(data, shape))
         ours = {name: _our_name(name) for name in data}
         row.update({ours[name]: value for name, value in data.items() if ours[name]})
+        if shape and row.get("popo/stepped") is not None:  # POPO skips mini-batches without positives
+            row["optimizer_steps"] = round(row["popo/stepped"] * row["optimizer_steps"])
         row.update({VERL_PREFIX + name: value for name, value in data.items() if not ours[name]})
         rows.append(row)
     return rows

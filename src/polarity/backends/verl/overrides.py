@@ -57,7 +57,7 @@ def _value(v: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def verl_run(config: dict, algorithm: str, run_dir: str | Path) -> VerlRun:
+def verl_run(config: dict, algorithm: str, run_dir: str | Path, seed: int = 0) -> VerlRun:
     """The plugin's view of the run (travels to every Ray worker in the environment)."""
     paths = run_paths(run_dir)
     return VerlRun(
@@ -67,6 +67,7 @@ def verl_run(config: dict, algorithm: str, run_dir: str | Path) -> VerlRun:
         step_file=str(paths["step_file"]),
         stats_dir=str(paths["batch_stats"]),
         checkpoint_dir=str(paths["checkpoints"]),
+        seed=int(seed),
     )
 
 
@@ -93,8 +94,15 @@ def verl_overrides(
     recipe: Recipe = algo.resolve((config.get("algorithm_params") or {}).get(algorithm))
     paths = run_paths(run_dir)
     ppo = recipe.objective == "ppo_gae"
-    if recipe.objective not in ("ppo_clip", "ppo_gae"):
+    popo = recipe.objective == "popo"
+    if recipe.objective not in ("ppo_clip", "ppo_gae", "popo"):
         raise ValueError(f"{algorithm}: objective {recipe.objective!r} has no verl implementation")
+    if popo and train["kl_coef"] > 0:
+        raise ValueError(f"train.kl_coef: {algorithm} (POPO) has no reference policy and no KL "
+                         "term; set train.kl_coef: 0")
+    if popo and train["entropy_coef"] > 0:
+        raise ValueError(f"train.entropy_coef: {algorithm} (POPO) has its own entropy term, "
+                         f"algorithm_params.{algorithm}.popo_beta; set train.entropy_coef: 0")
     use_kl = train["kl_coef"] > 0
     o: dict[str, Any] = {
         # data
@@ -161,6 +169,8 @@ def verl_overrides(
         "trainer.max_actor_ckpt_to_keep": train["keep_checkpoints"],
         "trainer.max_critic_ckpt_to_keep": train["keep_checkpoints"],
     }
+    if popo:  # POPO's entropy term needs the policy's token entropy in training
+        o["actor_rollout_ref.actor.calculate_entropy"] = True
     if recipe.clip_ratio_c:  # verl's own loss (PPO) reads it; ours reads the recipe (0 = off)
         o["actor_rollout_ref.actor.clip_ratio_c"] = recipe.clip_ratio_c
     if recipe.loss_agg_mode == "seq-mean-token-sum-norm":
@@ -183,7 +193,7 @@ def verl_overrides(
         o.update(cpu_overrides(verl, use_kl=use_kl, ppo=ppo))
         env["VERL_PLATFORM"] = "cpu"
     if not ppo:
-        env[RUN_ENV] = verl_run(config, algorithm, run_dir).to_env()
+        env[RUN_ENV] = verl_run(config, algorithm, run_dir, seed).to_env()
     out = [f"{key}={_value(value)}" for key, value in o.items()]
     out += [f"{ENV}.{key}={_value(value)}" for key, value in env.items()]
     return out + list(verl.get("extra_overrides") or [])

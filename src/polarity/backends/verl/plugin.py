@@ -94,6 +94,7 @@ class VerlRun:
     checkpoint_dir: str
     calls_per_step: int = 1  # estimator calls per global step (verl's parameter_sync_step)
     stats_dir: str = ""  # the estimator's per-step batch statistics: <stats_dir>/<step>.json
+    seed: int = 0  # the run's seed (POPO's predictor and noise)
 
     @property
     def recipe(self) -> Recipe:
@@ -251,8 +252,9 @@ def polarity_advantage(
     adv, keep = sequence_advantages(recipe, rewards, correct, ids)
     step = clock_for(run).advance(responses=len(correct))
     if run.stats_dir:
+        trained = correct if recipe.objective == "popo" else keep  # POPO trains on positives
         write_json(Path(run.stats_dir) / f"{step}.json",
-                   batch_stats(correct, rewards, keep & (lengths > 0), ids))
+                   batch_stats(correct, rewards, trained & (lengths > 0), ids))
     token_adv = adv.to(mask.dtype).unsqueeze(-1) * mask
     return token_adv, token_adv
 

@@ -115,33 +115,111 @@ def with_correctness(loss_fn):
     return loss
 
 
-def _polarity_filter() -> str | None:
-    """The run's polarity filter, or None when this is not one of our runs (verl's PPO)."""
+def _run():
+    """The run's settings (:class:`~polarity.backends.verl.plugin.VerlRun`), or None when this
+    is not one of our runs (verl's PPO)."""
     from .plugin import RUN_ENV, current_run
 
-    return current_run().recipe.polarity if os.environ.get(RUN_ENV) else None
+    return current_run() if os.environ.get(RUN_ENV) else None
+
+
+def _polarity_filter() -> str | None:
+    """The run's polarity filter, or None when this is not one of our runs (verl's PPO)."""
+    run = _run()
+    return run.recipe.polarity if run is not None else None
 
 
 class PolarityTrainingWorker(TrainingWorker):
     """verl's actor ``TrainingWorker`` with polarity-filtered rows out of the loss and the rows'
-    verdicts handed to the policy loss."""
+    verdicts handed to the policy loss; in a POPO run, POPO's engine, loss, weights and totals
+    (``popo.py``)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        run = _run()
+        self.popo_recipe = None
+        if run is not None and run.recipe.objective == "popo" and not self.engine_config.forward_only:
+            from . import popo
+
+            popo.install_engine(self.engine, run.recipe, run.seed)  # before reset() builds it
+            self.popo_recipe = run.recipe
 
     def set_loss_fn(self, loss_fn):
-        self.loss_fn = with_correctness(loss_fn) if _polarity_filter() else loss_fn
+        if self.popo_recipe is not None:
+            from functools import partial
+
+            from . import popo
+
+            self.loss_fn = partial(popo.popo_loss, recipe=self.popo_recipe)
+        else:
+            self.loss_fn = with_correctness(loss_fn) if _polarity_filter() else loss_fn
+
+    def _sum_over_ranks(self, x: Tensor) -> Tensor:
+        from verl.utils.device import get_device_id
+
+        x = x.to(get_device_id())
+        torch.distributed.all_reduce(x, group=self.engine.get_data_parallel_group())
+        return x
+
+    def add_popo_weights(self, data) -> float:
+        """POPO's weight of each response of the step (``popo.WEIGHTS``), over every rank's;
+        returns the step's mean weight entropy per prompt."""
+        from polarity.algorithms import sequence_logprob_mean
+
+        from . import popo
+
+        group = self.engine.get_data_parallel_group()
+
+        def gather(mine):
+            parts = [None] * torch.distributed.get_world_size(group)
+            torch.distributed.all_gather_object(parts, mine, group=group)
+            return parts
+
+        if "uid" not in data.keys():
+            raise RuntimeError("POPO on verl needs each response's prompt uid in the actor's batch")
+        uids = data["uid"]
+        uids = uids.tolist() if hasattr(uids, "tolist") else list(uids)
+        seq = sequence_logprob_mean(popo.padded(data["old_log_probs"]).float(),
+                                    popo.padded(data["response_mask"]).float())
+        data[popo.WEIGHTS], entropy = popo.step_weights(
+            uids, seq, correct_from_scores(data[SCORES]), self.popo_recipe, gather=gather,
+            rank=self.engine.get_data_parallel_rank())
+        return entropy
+
+    def add_popo_totals(self, data) -> None:
+        """A POPO mini-batch's denominators over every rank (``popo.TOTALS``), the flag that
+        asks the engine for hidden states, and no optimizer step when no rank has a positive."""
+        from verl.utils import tensordict_utils as tu
+
+        from . import popo
+
+        totals = self._sum_over_ranks(popo.minibatch_totals(data[popo.WEIGHTS],
+                                                            data["response_mask"])).tolist()
+        tu.assign_non_tensor(data, **dict(zip(popo.TOTALS, totals)), **{popo.TRAINING: True})
+        self.engine.popo_skip_step = totals[0] == 0
+
+    def train_mini_batch(self, data):
+        if self.popo_recipe is None:
+            return super().train_mini_batch(data)
+        entropy = self.add_popo_weights(data)  # the step's weights, before verl splits it
+        output = super().train_mini_batch(data)
+        if output is not None:
+            from verl.utils import tensordict_utils as tu
+
+            metrics = tu.get(output, "metrics")
+            metrics["polarity/popo/weight_entropy"] = [entropy]
+            tu.assign_non_tensor(output, metrics=metrics)
+        return output
 
     def train_batch(self, data):
+        from verl.utils import tensordict_utils as tu
+
+        if self.popo_recipe is not None:
+            self.add_popo_totals(data)
+            return super().train_batch(data)
         polarity = _polarity_filter()
         if polarity not in (None, "both"):
-            from verl.utils.device import get_device_id
-
-            group = self.engine.get_data_parallel_group()
-
-            def sum_over_ranks(count: Tensor) -> Tensor:
-                count = count.to(get_device_id())
-                torch.distributed.all_reduce(count, group=group)
-                return count
-
-            drop_filtered_rows(data, polarity, sum_over_ranks)
+            drop_filtered_rows(data, polarity, self._sum_over_ranks)
         return super().train_batch(data)
 
 
