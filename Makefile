@@ -15,11 +15,12 @@ export PATH := $(BIN):$(PATH)
 setup: $(VENV)/.installed
 
 # CPU torch first (the pinned build; a bare `torch` would pull a multi-GB CUDA build)
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the exact versions of everything else (the same install, the same results)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 demo: setup
