@@ -94,7 +94,7 @@ def parse_json_arg(text: str) -> dict[str, Any]:
 
 def check_study(config: dict[str, Any]) -> None:
     """Cross-field checks after schema validation; raises ConfigError naming the key."""
-    from .algorithms import ALGORITHMS, check_overlong_buffer, get_algorithm
+    from .algorithms import ALGORITHMS, check_overlong_buffer, check_popo_on_verl, get_algorithm
 
     backend = config.get("backend", "local")
     for i, name in enumerate(config.get("algorithms", [])):
@@ -124,11 +124,11 @@ def check_study(config: dict[str, Any]) -> None:
     max_len = config.get("train", {}).get("max_response_tokens")
     for name in config.get("algorithms", []):
         recipe = get_algorithm(name).resolve(params.get(name))
-        if backend == "verl" and recipe.objective == "popo":
-            for key, why in (("kl_coef", "no reference policy and no KL term"),
-                             ("entropy_coef", f"its own entropy term (algorithm_params.{name}.popo_beta)")):
-                if config.get("train", {}).get(key, 0) > 0:
-                    raise ConfigError(f"train.{key}: {name} (POPO) on verl has {why}; set it to 0")
+        if backend == "verl":
+            try:
+                check_popo_on_verl(name, recipe, config.get("train", {}))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if max_len is not None:
             try:
                 check_overlong_buffer(name, recipe, max_len,

@@ -30,6 +30,7 @@ from .registry import (
     Algorithm,
     Recipe,
     check_overlong_buffer,
+    check_popo_on_verl,
     get_algorithm,
     params_schema,
     resolve,

@@ -72,7 +72,7 @@ def popo_similarity_loss(online: Tensor, target: Tensor, weights: Tensor,
     batch's weights."""
     cos = nn.functional.cosine_similarity(online, target.detach(), dim=-1)
     total = weights.sum() if weight_sum is None else torch.as_tensor(weight_sum, dtype=cos.dtype)
-    if total <= 0 or not bool((weights > 0).any()):
+    if total <= 0:
         return online.sum() * 0.0
     return -(weights * cos).sum() / total
 

@@ -255,6 +255,17 @@ def check_overlong_buffer(algorithm: str, recipe: Recipe, max_len: int, explicit
             f"set algorithm_params.{algorithm}.overlong_cache (0 = off)")
 
 
+def check_popo_on_verl(algorithm: str, recipe: Recipe, train: dict) -> None:
+    """POPO on verl has no reference policy and its own entropy term (``popo_beta``): a KL or
+    entropy coefficient would be ignored; raises ValueError naming ``train.<key>``."""
+    if recipe.objective != "popo":
+        return
+    for key, why in (("kl_coef", "no reference policy and no KL term"),
+                     ("entropy_coef", f"its own entropy term (algorithm_params.{algorithm}.popo_beta)")):
+        if train.get(key, 0) > 0:
+            raise ValueError(f"train.{key}: {algorithm} (POPO) on verl has {why}; set it to 0")
+
+
 # ---------------------------------------------------------------------------------------------
 # The shared pipeline from rewards to token advantages (used by both backends)
 

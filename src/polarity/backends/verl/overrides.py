@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from polarity.algorithms import get_algorithm
+from polarity.algorithms import check_popo_on_verl, get_algorithm
 from polarity.algorithms.registry import Recipe
 
 from .plugin import ESTIMATOR, LOSS, PLUGIN_MODULE, RUN_ENV, VerlRun
@@ -97,12 +97,7 @@ def verl_overrides(
     popo = recipe.objective == "popo"
     if recipe.objective not in ("ppo_clip", "ppo_gae", "popo"):
         raise ValueError(f"{algorithm}: objective {recipe.objective!r} has no verl implementation")
-    if popo and train["kl_coef"] > 0:
-        raise ValueError(f"train.kl_coef: {algorithm} (POPO) has no reference policy and no KL "
-                         "term; set train.kl_coef: 0")
-    if popo and train["entropy_coef"] > 0:
-        raise ValueError(f"train.entropy_coef: {algorithm} (POPO) has its own entropy term, "
-                         f"algorithm_params.{algorithm}.popo_beta; set train.entropy_coef: 0")
+    check_popo_on_verl(algorithm, recipe, train)  # also checked before any job (config.py)
     use_kl = train["kl_coef"] > 0
     o: dict[str, Any] = {
         # data

@@ -212,8 +212,6 @@ class PolarityTrainingWorker(TrainingWorker):
         return output
 
     def train_batch(self, data):
-        from verl.utils import tensordict_utils as tu
-
         if self.popo_recipe is not None:
             self.add_popo_totals(data)
             return super().train_batch(data)
