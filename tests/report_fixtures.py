@@ -62,7 +62,7 @@ def training_rows(algorithm: str, seed: int, steps: int, n: int = 8, groups: int
                              + rng.normal(0, 0.02)),
             "batch_responses": batch, "pg_loss": float(rng.normal(0, 0.05)),
             "clip_frac": float(rng.uniform(0, 0.05)), "grad_norm": float(rng.gamma(2.0, 0.5)),
-            "optimizer_steps": 1, "lr": 1e-5, "step_seconds": float(rng.uniform(0.5, 1.5)),
+            "optimizer_steps": 1, "lr": 1e-5,
         }
         if step == 0:
             row["grad_norm"] = float("nan")  # the logs may hold NaN
@@ -119,9 +119,8 @@ def eval_frame(algorithm: str, seed: int, benchmark: str, n: int, problems: int)
 def warmup_record(steps: int = 6) -> dict:
     return {
         "parameters": 123456, "validation_accuracy": 0.42, "warmup_steps": steps,
-        "warmup_seconds": 12.5,
-        "history": [{"step": s, "loss": 2.0 * 0.8 ** s, "accuracy": min(0.9, 0.1 + 0.06 * s),
-                     "seconds": 2.0 * (s + 1)} for s in range(steps)],
+        "history": [{"step": s, "loss": 2.0 * 0.8 ** s, "accuracy": min(0.9, 0.1 + 0.06 * s)}
+                    for s in range(steps)],
         "vocab_size": 64,
     }
 

@@ -15,6 +15,7 @@ from polarity import metrics
 from polarity.algorithms import ALGORITHMS
 from polarity.metrics import k_values
 from polarity.report import frames
+from polarity.report.figures import FIGURES
 from polarity.report.render import (
     NotebookExecutionError,
     count_figures,
@@ -493,35 +494,46 @@ def rendered(results, tmp_path_factory):
     for name in ("training", "evaluation"):
         nb, html = out / f"{name}.ipynb", out / f"{name}.html"
         render_notebook(NOTEBOOKS / f"{name}.ipynb", nb, html,
-                        {"results_dir": results.name, "study": "demo"}, cwd=results.parent)
+                        {"results_dir": results.name, "study": "demo",
+                         "figures_dir": str(out / "figures" / name)}, cwd=results.parent)
         paths[name] = (nb, html)
     return paths
 
 
-@pytest.mark.parametrize("name, figures", [("training", 9), ("evaluation", 5)])
+@pytest.mark.parametrize("name, figures", [("training", 9), ("evaluation", 6)])
 def test_notebooks_render(rendered, name, figures):
     nb, html = rendered[name]
     assert nb.is_file() and html.is_file()
     assert notebook_errors(nb) == []
     # training: accuracy/reward, reward-hacking monitor, entropy, length, n_pos/n_neg, groups,
-    # A3PO, POPO, warm-up; evaluation: pass@k curves, avg@n/pass@n/maj@n bars, paired-difference
-    # forest plot, zero reasons, the lenient-only share
+    # A3PO, POPO, warm-up; evaluation: findings, pass@k curves, avg@n/pass@n/maj@n bars,
+    # paired-difference forest plot, zero reasons, the lenient-only share
     assert count_figures(nb) == figures
     text = html.read_text()
     assert text.count("data:image/png;base64") >= figures
     assert "Traceback" not in text
     assert not list(nb.parent.glob(".*tmp*"))
+    # the HTML is for readers: no code cells (the executed notebook keeps them)
+    code = "from polarity.report import figures"
+    assert code in "".join(c.source for c in nbformat.read(nb, as_version=4).cells)
+    assert code not in text and "frames.load_" not in text and "figures.show(" not in text
+    # every figure of the report is also its own file (snakemake --report items)
+    saved = sorted(p.stem for p in (nb.parent / "figures" / name).glob("*.png"))
+    assert saved == sorted(FIGURES[name])
+    assert all((nb.parent / "figures" / name / f"{n}.png").stat().st_size > 1000 for n in saved)
 
 
 def test_evaluation_notebook_sections(rendered):
     nb = nbformat.read(rendered["evaluation"][0], as_version=4)
     text = "".join(c.source for c in nb.cells)
-    for heading in ("## pass@k curves", "## Final table", "## avg@n, pass@n and maj@n",
-                    "## Paired comparison", "## Why answers score zero"):
+    for heading in ("## Findings", "## Contamination", "## pass@k curves", "## Final table",
+                    "## avg@n, pass@n and maj@n", "## Paired comparison", "## Why answers score zero"):
         assert heading in text
+    assert text.index("## Findings") < text.index("## pass@k curves")  # findings come first
     shown = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
                     for o in c.outputs)
     assert "difference [95% CI]" in shown and "maj@n [95% CI]" in shown and "average" in shown
+    assert "estimate [95% CI]" in shown and "verdict" in shown
 
 
 def test_evaluation_without_base_answers_or_second_benchmark(tmp_path):
@@ -535,7 +547,9 @@ def test_evaluation_without_base_answers_or_second_benchmark(tmp_path):
     render_notebook(NOTEBOOKS / "evaluation.ipynb", nb, tmp_path / "out" / "e.html",
                     {"results_dir": "one", "study": "x"}, cwd=root.parent)
     assert notebook_errors(nb) == []
-    assert count_figures(nb) == 5  # curves, bars (no maj@n row), forest, zero reasons, monitor
+    # findings (NSR's entropy claim only: no base model), curves, bars (no maj@n row), forest,
+    # zero reasons, monitor
+    assert count_figures(nb) == 6
 
 
 def test_training_without_a3po_popo_or_warmup(tmp_path, monkeypatch):

@@ -286,8 +286,9 @@ def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
     assert all(r["optimizer_steps"] > 0 for r in rows)  # GRPO trained on these verdicts
     assert len(seen) == len(rows) == SETTINGS["steps"]  # one sampling round per step (GRPO)
     for row, (texts, truths) in zip(rows, seen):
-        planted = [t for t in texts if t.endswith("\\boxed{. \\boxed{}")]
+        planted = texts[::3]  # the sampler's own responses may end like a hack too
         assert len(planted) == -(-len(texts) // 3)
+        assert all(t.endswith("\\boxed{. \\boxed{}") for t in planted)
         ref = [_reference(t, g, extraction) for t, g in zip(texts, truths)]
         assert all(_reference(t, g, extraction)[1] for t, g in zip(texts, truths) if t in planted)
         assert row["lenient_only_frac"] == pytest.approx(sum(h for _, h in ref) / len(texts))
@@ -303,7 +304,7 @@ def test_planted_reward_hacks_are_counted_and_only_lenient_rewards_them(
         assert [d["output"] for d in dump] == texts and [d["gts"] for d in dump] == truths
         assert all(d["step"] == row["step"] and d["input"].startswith("What is") for d in dump)
         flagged = [d["output"] for d in dump if d["lenient_only"] == 1.0]
-        assert set(t for t in texts if t.endswith("\\boxed{. \\boxed{}")) <= set(flagged)
+        assert set(texts[::3]) <= set(flagged)  # every planted hack
         assert len(flagged) / len(dump) == pytest.approx(row["lenient_only_frac"])
         assert sum(d["score"] for d in dump) / len(dump) == pytest.approx(row["accuracy"])
 

@@ -39,7 +39,7 @@ STEPS = STUDY["train"]["steps"]
 LOCAL_COLUMNS = {
     "step", "algorithm", "seed", "accuracy", "reward_mean", "entropy", "pg_loss", "clip_frac",
     "dual_clip_frac", "grad_norm", "lr", "response_length_mean", "response_length_max",
-    "response_clip_frac", "step_seconds", "lenient_only_frac", "n_positive", "n_negative",
+    "response_clip_frac", "lenient_only_frac", "n_positive", "n_negative",
     "frac_positive", "frac_negative", "trained_reward_mean", "batch_responses",
     "optimizer_steps", "gen_rounds", "groups_sampled", "frac_groups_all_correct",
     "frac_groups_all_wrong", "frac_groups_dropped",

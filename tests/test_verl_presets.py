@@ -25,18 +25,18 @@ PRESETS = {
     # 18 runs + 3 base models = 21 policies x 3 benchmarks, one shard each
     "a3po": {"link_model": 3, "prepare_hub_train": 1, "train_verl": 18, "merge_verl": 18,
              "prepare_benchmark": 3, "evaluate_shard": 63, "gather_evaluation": 63,
-             "report_training": 1, "report_evaluation": 1},
+             "report_training": 1, "report_evaluation": 1, "check_contamination": 1},
     # 10 runs + 2 base models = 12 policies x 5 benchmarks x 8 shards (n = 256, pass@k to 256)
     "negative-reinforcement": {"link_model": 2, "prepare_hub_train": 1, "train_verl": 10,
                                "merge_verl": 10, "prepare_benchmark": 5, "evaluate_shard": 480,
                                "gather_evaluation": 60, "report_training": 1,
-                               "report_evaluation": 1},
+                               "report_evaluation": 1, "check_contamination": 1},
     "model-size": {"link_model": 3, "prepare_hub_train": 1, "train_verl": 9, "merge_verl": 9,
                    "prepare_benchmark": 1, "evaluate_shard": 12, "gather_evaluation": 12,
-                   "report_training": 1, "report_evaluation": 1},
+                   "report_training": 1, "report_evaluation": 1, "check_contamination": 1},
     "popo": {"link_model": 1, "prepare_hub_train": 1, "train_verl": 2, "merge_verl": 2,
              "prepare_benchmark": 1, "evaluate_shard": 3, "gather_evaluation": 3,
-             "report_training": 1, "report_evaluation": 1},
+             "report_training": 1, "report_evaluation": 1, "check_contamination": 1},
 }
 SNAPSHOTS = REPO / "tests" / "snapshots" / "verl"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from polarity.report.figures import FIGURES
 from polarity.report.render import count_figures, notebook_errors
 
 from .conftest import REPO
@@ -42,9 +43,9 @@ def test_default_study_dag(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts["train_local"] == 8  # every algorithm in config.yaml, one seed
-    assert counts["evaluate_shard"] == counts["gather_evaluation"] == 9  # 8 policies + base
-    assert counts["make_tiny_model"] == 1
+    assert counts["train_local"] == 21  # 7 algorithms x 3 seeds
+    assert counts["evaluate_shard"] == counts["gather_evaluation"] == 22  # 21 policies + base
+    assert counts["make_tiny_model"] == counts["check_contamination"] == 1
     assert counts["report_training"] == counts["report_evaluation"] == 1
 
 
@@ -112,7 +113,46 @@ def test_end_to_end_small_study(tmp_path):
         assert count_figures(nb) >= figures
         html = (R / "report" / f"{name}.html").read_text()
         assert "data:image/png;base64" in html
+        assert {p.stem for p in (R / "report" / "figures" / name).glob("*.png")} == set(FIGURES[name])
+    contamination = pd.read_csv(R / "contamination" / "summary.tsv", sep="\t")
+    assert set(contamination["train_set"]) == {"synthetic-arith", "synthetic-arith-warmup"}
+    assert set(contamination["benchmark"]) == {"synthetic-arith-test", "math500"}
+    # the synthetic splits never share a question
+    synthetic = contamination[contamination["benchmark"] == "synthetic-arith-test"]
+    assert (synthetic["exact"] == 0).all() and (synthetic["normalized"] == 0).all()
+
+    # snakemake --report: every figure is its own item with its caption
+    snakemake(tmp_path, "--report", str(tmp_path / "report.zip"), configfile=config_path)
+    import zipfile
+
+    archive = zipfile.ZipFile(tmp_path / "report.zip")
+    pngs = sorted(Path(n).name for n in archive.namelist() if n.endswith(".png"))
+    assert pngs == sorted(f"{f}.png" for figures in FIGURES.values() for f in figures)
+    page = archive.read("report/report.html").decode()
+    for notebook, figures in FIGURES.items():  # each caption, by its first line
+        for figure in figures:
+            caption = (REPO / "workflow" / "report" / "figures" / notebook / f"{figure}.rst").read_text()
+            assert caption.splitlines()[0].strip() in page, (notebook, figure)
 
     # nothing left to do: a second run is a no-op
     again = snakemake(tmp_path, "-n", "--cores", "2", configfile=config_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # speed settings are not params: changing them reruns nothing ...
+    speed = yaml.safe_load(config_path.read_text())
+    speed["train"].update(threads=2, device="cpu:0", save_every=1, keep_checkpoints=5,
+                          dump_rollouts=False)
+    speed["evaluate"].update(threads=2, device="cpu:0", batch_size=7, score_workers=1)
+    speed["tiny_model"]["warmup_max_seconds"] = 99999
+    (tmp_path / "speed.yaml").write_text(yaml.safe_dump(speed))
+    again = snakemake(tmp_path, "-n", "--cores", "2", configfile=tmp_path / "speed.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout
+    # ... and a setting that changes results reruns the jobs that use it, and what follows
+    result = yaml.safe_load(config_path.read_text())
+    result["train"]["lr"] = 2e-4
+    (tmp_path / "result.yaml").write_text(yaml.safe_dump(result))
+    again = snakemake(tmp_path, "-n", "--quiet", "rules", "--cores", "2",
+                      configfile=tmp_path / "result.yaml").stdout
+    counts = {p[0]: int(p[1]) for p in (x.split() for x in again.splitlines())
+              if len(p) == 2 and p[1].isdigit()}
+    assert counts["train_local"] == 3 and "make_tiny_model" not in counts, again

@@ -18,17 +18,20 @@ def _log(msg: str) -> None:
 
 def cmd_data_synthetic(args) -> None:
     from .data.rows import write_parquet
-    from .data.synthetic import ArithSpec, make_splits, to_frame
+    from .data.synthetic import ArithSpec, Teacher, make_splits, to_frame
 
     spec = ArithSpec(**args.settings.get("spec", {}))
+    teacher = Teacher(**args.settings["teacher"]) if args.settings.get("teacher") else None
     sizes = args.settings.get("sizes", {})
     n_warm, n_train, n_test = sizes.get("warmup", 4000), sizes.get("train", 2000), sizes.get("test", 200)
     warm_train, test = make_splits(n_warm + n_train, n_test, seed=args.seed, spec=spec)
     template = args.settings.get("prompt_template", "plain")
-    write_parquet(to_frame(warm_train[:n_warm], "warmup", template), args.warmup)
+    write_parquet(to_frame(warm_train[:n_warm], "warmup", template, teacher=teacher,
+                           seed=args.seed, allow_negative=spec.allow_negative), args.warmup)
     write_parquet(to_frame(warm_train[n_warm:], "train", template), args.train)
     write_parquet(to_frame(test, "test", template), args.test)
-    _log(f"synthetic-arith: {n_warm} warm-up, {n_train} train, {n_test} test problems ({spec})")
+    _log(f"synthetic-arith: {n_warm} warm-up, {n_train} train, {n_test} test problems ({spec}; "
+         f"warm-up teacher: {teacher or 'the reference solutions'})")
 
 
 def cmd_data_hub(args) -> None:
@@ -56,7 +59,7 @@ def cmd_model_tiny(args) -> None:
     from .model import TinyModelSpec, make_tiny_model
 
     torch.set_num_threads(max(1, args.threads))
-    spec = TinyModelSpec(**args.settings)
+    spec = TinyModelSpec(**args.settings, **args.speed)
     record = make_tiny_model(pd.read_parquet(args.warmup), args.out, spec=spec, seed=args.seed,
                              max_new_tokens=args.max_new_tokens, log=_log)
     _log(json.dumps({k: record[k] for k in ("parameters", "warmup_steps", "validation_accuracy")}))
@@ -73,7 +76,7 @@ def cmd_train(args) -> None:
     from .backends.local.trainer import train
     from .config import TrainSettings
 
-    settings = TrainSettings.from_dict(args.settings)
+    settings = TrainSettings.from_dict({**args.settings, **args.speed})
     if settings.backend != "local":
         raise SystemExit(f"train: backend {settings.backend!r} is not handled by 'polarity train'")
     train(model_path=resolve_model(args.model), data_path=args.data, algorithm=args.algorithm,
@@ -111,7 +114,7 @@ def cmd_evaluate(args) -> None:
     from .config import EvalSettings
     from .evaluation.evaluate import evaluate
 
-    evaluate(resolve_model(args.policy), args.data, EvalSettings.from_dict(args.settings),
+    evaluate(resolve_model(args.policy), args.data, EvalSettings.from_dict({**args.settings, **args.speed}),
              args.out, shard=args.shard, shards=args.shards, state_path=args.state, log=_log)
 
 
@@ -122,11 +125,40 @@ def cmd_eval_gather(args) -> None:
     _log(f"{len(args.shards)} shards, {len(out)} rows -> {args.out}")
 
 
+def cmd_contamination(args) -> None:
+    import pandas as pd
+
+    from .data.contamination import COLUMNS, contamination
+    from .data.rows import write_jsonl
+
+    def questions(path) -> list[str]:
+        return [info["question"] for info in pd.read_parquet(path, columns=["extra_info"])["extra_info"]]
+
+    def named(pairs: list[str]) -> dict[str, list[str]]:
+        out = {}
+        for pair in pairs:
+            name, sep, path = pair.partition("=")
+            if not sep:
+                raise SystemExit(f"contamination: expected NAME=PATH, got {pair!r}")
+            out[name] = questions(path)
+        return out
+
+    summary, matches = contamination(named(args.train), named(args.benchmark))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(summary, columns=COLUMNS).to_csv(args.out, sep="\t", index=False)
+    write_jsonl(matches, args.matches)
+    for row in summary:
+        _log(f"{row['benchmark']} in {row['train_set']}: {row['exact']} exact, "
+             f"{row['normalized']} normalized, {row['near']} near of {row['problems']}")
+
+
 def cmd_report(args) -> None:
     from .report.render import render_notebook
 
-    render_notebook(Path(args.notebook), Path(args.out_ipynb), Path(args.out_html),
-                    parameters={"results_dir": str(Path(args.results).resolve()), "study": args.study})
+    parameters = {"results_dir": str(Path(args.results).resolve()), "study": args.study}
+    if args.figures:
+        parameters["figures_dir"] = str(Path(args.figures).resolve())
+    render_notebook(Path(args.notebook), Path(args.out_ipynb), Path(args.out_html), parameters)
 
 
 def resolve_model(path: str) -> str:
@@ -180,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--speed", type=_json, default={},
+                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_model_tiny)
 
@@ -198,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="final HF policy directory")
     p.add_argument("--metrics", required=True)
     p.add_argument("--state", required=True, help="checkpoints + live metrics (kept across restarts)")
+    p.add_argument("--speed", type=_json, default={},
+                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-verl", help="train one (model, algorithm, seed) run with verl")
@@ -227,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--shard", type=int, default=0, help="0-based shard index")
+    p.add_argument("--speed", type=_json, default={},
+                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--state", default=None,
                    help="where sampled responses wait to be scored (resume after a kill)")
@@ -238,12 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shards", nargs="+")
     p.set_defaults(func=cmd_eval_gather)
 
+    p = sub.add_parser("contamination", help="count benchmark problems found in the training data")
+    p.add_argument("--train", action="append", default=[], help="NAME=PATH of a training parquet")
+    p.add_argument("--benchmark", action="append", default=[], help="NAME=PATH of a benchmark parquet")
+    p.add_argument("--out", required=True, help="summary TSV, one row per (training set, benchmark)")
+    p.add_argument("--matches", required=True, help="JSONL of every matched pair")
+    p.set_defaults(func=cmd_contamination)
+
     p = sub.add_parser("report", help="execute a report notebook with papermill and render HTML")
     p.add_argument("--notebook", required=True)
     p.add_argument("--results", required=True)
     p.add_argument("--study", required=True)
     p.add_argument("--out-ipynb", required=True)
     p.add_argument("--out-html", required=True)
+    p.add_argument("--figures", default=None, help="folder for each figure as <name>.png")
     p.set_defaults(func=cmd_report)
     return parser
 

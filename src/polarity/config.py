@@ -21,6 +21,24 @@ class ConfigError(ValueError):
     """A study config that cannot run; the message names the offending key."""
 
 
+# Settings that change how a job runs, not what it computes: rules hand them over as a
+# resource (``speed``), not as params, so changing one re-runs nothing (Snakemake reruns a job
+# when its params change). Threads and batch sizes may change float rounding, not the method.
+SPEED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "tiny_model": ("warmup_max_seconds",),  # a fail-safe: it can only fail the job
+    "train": ("device", "threads", "save_every", "keep_checkpoints", "dump_rollouts"),
+    "evaluate": ("device", "threads", "batch_size", "score_workers", "tensor_parallel_size",
+                 "gpu_memory_utilization"),
+}
+
+
+def split_speed(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` -> (settings that change results, speed settings), by ``SPEED_SETTINGS``."""
+    speed = SPEED_SETTINGS.get(section, ())
+    return ({k: v for k, v in values.items() if k not in speed},
+            {k: v for k, v in values.items() if k in speed})
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The ``train`` section: one on-policy RL run."""

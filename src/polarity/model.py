@@ -125,10 +125,21 @@ def make_tiny_model(
     max_new_tokens: int = 32, log=print,
 ) -> dict:
     """Train tokenizer, build and warm up the model on ``warmup_rows`` (verl rows with
-    ``extra_info.solution``); save to ``out_dir`` in HF format. Returns the warm-up record."""
+    ``extra_info.solution``, and ``teacher_solutions`` when a noisy teacher wrote the split:
+    each example then shows one of them at random); save to ``out_dir`` in HF format.
+
+    The warm-up stops at the first evaluation (every ``eval_every`` steps, fixed seeds) whose
+    sampled accuracy reaches ``target_accuracy``, else after ``warmup_max_steps``: the model
+    depends on the data, the spec and the seed only. Returns the warm-up record (no timings:
+    the saved files are the same on a fast or a busy machine; ``timing`` in the returned dict
+    only)."""
     prompts = [list(p) for p in warmup_rows["prompt"]]
     infos = list(warmup_rows["extra_info"])
     solutions = [info["solution"] for info in infos]
+    demonstrations = [
+        [info["solution"]] if info.get("teacher_solutions") is None else list(info["teacher_solutions"])
+        for info in infos
+    ]
     answers = [info["answer"] for info in infos]
     n_eval = min(spec.eval_problems, len(prompts) // 4)
     train_idx = list(range(n_eval, len(prompts)))
@@ -147,7 +158,7 @@ def make_tiny_model(
     for step in range(1, spec.warmup_max_steps + 1):
         batch = rng.sample(train_idx, min(spec.warmup_batch, len(train_idx)))
         ids, attn, labels = supervised_batch(
-            tokenizer, [prompts[i] for i in batch], [solutions[i] for i in batch]
+            tokenizer, [prompts[i] for i in batch], [rng.choice(demonstrations[i]) for i in batch]
         )
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         optim.zero_grad(set_to_none=True)
@@ -165,19 +176,20 @@ def make_tiny_model(
         if step % spec.eval_every == 0 or step == spec.warmup_max_steps:
             accuracy = sampled_accuracy(model, tokenizer, eval_prompts, eval_answers,
                                         seed=seed + step, max_new_tokens=max_new_tokens)
-            history.append({"step": step, "loss": float(loss), "accuracy": accuracy,
-                            "seconds": round(elapsed, 1)})
-            log(f"warm-up step {step}: loss {float(loss):.3f}, sampled accuracy {accuracy:.3f}")
+            history.append({"step": step, "loss": loss.item(), "accuracy": accuracy})
+            log(f"warm-up step {step}: loss {loss.item():.3f}, sampled accuracy {accuracy:.3f}")
             if accuracy >= spec.target_accuracy:
                 break
     record = {
         "parameters": n_params, "vocab_size": len(tokenizer), "warmup_steps": step,
-        "warmup_seconds": round(time.time() - start, 1), "validation_accuracy": accuracy,
-        "validation_problems": n_eval, "target_accuracy": spec.target_accuracy,
-        "history": history, "spec": asdict(spec), "seed": seed,
+        "validation_accuracy": accuracy, "validation_problems": n_eval,
+        "target_accuracy": spec.target_accuracy, "history": history,
+        "spec": {k: v for k, v in asdict(spec).items() if k != "warmup_max_seconds"},  # a fail-safe
+        "seed": seed,
     }
     save_pretrained_atomic(model, tokenizer, out_dir, extra={"warmup.json": record})
-    return record
+    log(f"warm-up: {step} steps in {time.time() - start:.0f} s")
+    return {**record, "warmup_seconds": round(time.time() - start, 1)}
 
 
 def save_pretrained_atomic(model, tokenizer, out_dir, extra: dict | None = None) -> None:

@@ -6,8 +6,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from polarity.algorithms import ALGORITHMS
-from polarity.config import EvalSettings
+from polarity.config import EvalSettings, split_speed
 from polarity.evaluation.benchmarks import HUB_BENCHMARKS
+from polarity.report.figures import FIGURES
 
 # Every rule runs the package's CLI, `python -m polarity <stage>` (the `polarity` console
 # script); PYTHONPATH makes it importable in the conda envs too.
@@ -105,10 +106,22 @@ def report_targets():
     return [REPORT / f"{name}.html" for name in names]
 
 
-def eval_settings():
-    """The evaluate section's sampling and scoring settings (``EvalSettings``) as JSON."""
+def result_settings(section, values=None):
+    """A section's settings that change results, as JSON: the rule's params (a change reruns
+    the job). ``speed_settings`` holds the rest."""
+    return as_json(split_speed(section, config[section] if values is None else values)[0])
+
+
+def speed_settings(section, values=None):
+    """A section's speed settings (``polarity.config.SPEED_SETTINGS``) as JSON: a resource
+    (`speed`) of the rule, so changing threads, devices or batch sizes reruns nothing."""
+    return as_json(split_speed(section, config[section] if values is None else values)[1])
+
+
+def eval_values():
+    """The evaluate section's keys that ``EvalSettings`` has (sampling, scoring, engine)."""
     names = {f.name for f in fields(EvalSettings)}
-    return as_json({k: v for k, v in config["evaluate"].items() if k in names})
+    return {k: v for k, v in config["evaluate"].items() if k in names}
 
 
 def shard_files(wildcards):
@@ -118,6 +131,24 @@ def shard_files(wildcards):
         for i in range(SHARDS)
     ]
 
+
+def contamination_train_sets():
+    """The training data of the study by name: the RL training set and, for the synthetic
+    task, the warm-up split that made the base model."""
+    sets = {config["train_data"]["name"]: train_data()}
+    if config["train_data"]["name"] == SYNTHETIC:
+        sets[f"{SYNTHETIC}-warmup"] = DATA / f"{SYNTHETIC}-warmup.parquet"
+    return sets
+
+
+
+def report_figures(notebook, category):
+    """The notebook's figures as report items, one caption each."""
+    items = [report(REPORT / "figures" / notebook / f"{name}.png",
+                    caption=f"../report/figures/{notebook}/{name}.rst", category=category,
+                    labels={"figure": name.replace("_", " ")})
+             for name in FIGURES[notebook]]
+    return items
 
 # ---------------------------------------------------------------- where jobs run (SLURM)
 # Local runs ignore these resources; under `--profile profiles/slurm` the executor plugin turns

@@ -65,3 +65,28 @@ rule prepare_benchmark:
     shell:
         "python -m polarity data-benchmark --name {wildcards.benchmark} --out {output}"
         " {params.options} > {log} 2>&1"
+
+
+rule check_contamination:
+    input:
+        train=list(contamination_train_sets().values()),
+        benchmarks=[DATA / f"{b}.parquet" for b in BENCHMARKS],
+    output:
+        summary=report(R / "contamination" / "summary.tsv", caption="../report/contamination.rst",
+                       category="Data"),
+        matches=R / "contamination" / "matches.jsonl",
+    params:
+        pairs=" ".join(
+            [f"--train {name}={path}" for name, path in contamination_train_sets().items()]
+            + [f"--benchmark {b}={DATA / (b + '.parquet')}" for b in BENCHMARKS]
+        ),
+    log:
+        LOGS / "data" / "contamination.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        **cpu_job(mem_mb=4000, runtime=30),
+    shell:
+        "python -m polarity contamination {params.pairs} --out {output.summary}"
+        " --matches {output.matches} > {log} 2>&1"

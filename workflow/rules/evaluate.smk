@@ -11,7 +11,7 @@ rule evaluate_shard:
     output:
         temp(EVAL / RUN / "{benchmark}" / f"shard{{shard}}-of-{SHARDS}.parquet"),
     params:
-        settings=eval_settings(),
+        settings=result_settings("evaluate", eval_values()),
         shards=SHARDS,
         state=lambda w: EVAL / RUN.format(**w) / "state" / f"{w.benchmark}-shard{w.shard}-of-{SHARDS}.parquet",
     wildcard_constraints:
@@ -23,6 +23,7 @@ rule evaluate_shard:
         "../../envs/vllm-eval.yaml" if VLLM else "../../envs/cpu.yaml"
     threads: config["evaluate"]["threads"]
     resources:
+        speed=speed_settings("evaluate", eval_values()),
         **(
             gpu_job(config["evaluate"]["tensor_parallel_size"], mem_mb=64000,
                     runtime=lambda wc, attempt: 240 * attempt)
@@ -31,7 +32,8 @@ rule evaluate_shard:
         ),
     shell:
         "python -m polarity evaluate --policy {input.policy} --data {input.data}"
-        " --settings {params.settings:q} --shard {wildcards.shard} --shards {params.shards}"
+        " --settings {params.settings:q} --speed {resources.speed:q}"
+        " --shard {wildcards.shard} --shards {params.shards}"
         " --state {params.state} --out {output} >> {log} 2>&1"
 
 

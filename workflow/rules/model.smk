@@ -7,7 +7,7 @@ rule make_tiny_model:
     output:
         directory(MODELS / "{model}"),
     params:
-        settings=as_json({k: v for k, v in config["tiny_model"].items() if k != "seed"}),
+        settings=result_settings("tiny_model", {k: v for k, v in config["tiny_model"].items() if k != "seed"}),
         seed=config["tiny_model"]["seed"],
         max_new_tokens=config["train"]["max_response_tokens"],
     log:
@@ -16,9 +16,11 @@ rule make_tiny_model:
         "../../envs/cpu.yaml"
     threads: 2
     resources:
+        speed=speed_settings("tiny_model", {k: v for k, v in config["tiny_model"].items() if k != "seed"}),
         **cpu_job(mem_mb=4000, runtime=30),
     shell:
         "python -m polarity model-tiny --warmup {input.warmup} --settings {params.settings:q}"
+        " --speed {resources.speed:q}"
         " --seed {params.seed} --threads {threads} --max-new-tokens {params.max_new_tokens}"
         " --out {output} > {log} 2>&1"
 

@@ -10,7 +10,7 @@ rule train_local:
         metrics=RUNS / RUN / "metrics.jsonl",
     params:
         state=lambda w: RUNS / RUN.format(**w) / "state",
-        settings=as_json({**config["train"], "backend": config["backend"]}),
+        settings=result_settings("train", {**config["train"], "backend": config["backend"]}),
         algorithm_params=lambda w: as_json(config["algorithm_params"].get(w.algorithm, {})),
     log:
         LOGS / "train" / RUN / "train.log",
@@ -18,6 +18,7 @@ rule train_local:
         "../../envs/cpu.yaml"
     threads: config["train"]["threads"]
     resources:
+        speed=speed_settings("train"),
         **(
             gpu_job(1, mem_mb=64000, runtime=lambda wc, attempt: 1440 * attempt)
             if config["train"]["device"].startswith("cuda")
@@ -26,6 +27,6 @@ rule train_local:
     shell:
         "python -m polarity train --model {input.model} --data {input.data}"
         " --algorithm {wildcards.algorithm} --params {params.algorithm_params:q}"
-        " --settings {params.settings:q} --seed {wildcards.seed}"
+        " --settings {params.settings:q} --speed {resources.speed:q} --seed {wildcards.seed}"
         " --out {output.final} --metrics {output.metrics} --state {params.state}"
         " >> {log} 2>&1"

@@ -86,3 +86,15 @@ def write_parquet(frame: pd.DataFrame, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def write_jsonl(rows: list[dict], path) -> None:
+    """JSON lines, atomically (a temporary name, then rename)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    tmp.replace(path)

@@ -4,6 +4,12 @@ Each problem is a chain of additions and subtractions ("What is 47+385-12?") who
 solution works left to right ("47+385=432, 432-12=420. \\boxed{420}"), so harder settings
 (more operands, more digits) mean longer reasoning. Problems are drawn from one seeded
 generator; train and test splits never share a question.
+
+The warm-up split can be written by a noisy teacher (:class:`Teacher`): the reference solution
+with arithmetic slips, likelier where a step carries or borrows. A base model warmed up on it
+computes well but hedges, so its own samples already hold the correct answer at a rate that
+varies by problem: the setting in which the papers study RL as sharpening of the base model's
+distribution.
 """
 
 from __future__ import annotations
@@ -34,6 +40,41 @@ class Problem:
     question: str
     answer: str
     solution: str
+    numbers: tuple[int, ...] = ()
+    ops: str = ""
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The warm-up's demonstrator. Each step's result is off by 1 or 2 with probability
+    ``slip``, or ``carry_slip`` where the step carries (+) or borrows (-); a slip carries into
+    the later steps and the boxed answer. ``draws`` solutions are written per problem."""
+
+    slip: float = 0.0
+    carry_slip: float = 0.0
+    draws: int = 8
+
+
+def carries(value: int, op: str, number: int) -> bool:
+    """Whether ``value op number`` carries (+) or borrows (-) in the units digit."""
+    if op == "+":
+        return value % 10 + number % 10 >= 10
+    return value % 10 < number % 10
+
+
+def teacher_solution(problem: Problem, rng: random.Random, teacher: Teacher,
+                     allow_negative: bool = False) -> str:
+    """One solution of ``problem`` as ``teacher`` writes it (the reference one without slips)."""
+    steps, value = [], problem.numbers[0]
+    for op, number in zip(problem.ops, problem.numbers[1:]):
+        new = value + number if op == "+" else value - number
+        rate = teacher.carry_slip if carries(value, op, number) else teacher.slip
+        if rng.random() < rate:
+            offset = rng.choice([-2, -1, 1, 2])
+            new = new + offset if allow_negative or new + offset >= 0 else new + abs(offset)
+        steps.append(f"{value}{op}{number}={new}")
+        value = new
+    return ", ".join(steps) + f". \\boxed{{{value}}}"
 
 
 def make_problem(rng: random.Random, spec: ArithSpec) -> Problem:
@@ -56,7 +97,8 @@ def make_problem(rng: random.Random, spec: ArithSpec) -> Problem:
             break
     expr = "".join(f"{n}{o}" for n, o in zip(numbers, ops)) + str(numbers[-1])
     solution = ", ".join(steps) + f". \\boxed{{{value}}}"
-    return Problem(question=f"What is {expr}?", answer=str(value), solution=solution)
+    return Problem(question=f"What is {expr}?", answer=str(value), solution=solution,
+                   numbers=tuple(numbers), ops="".join(ops))
 
 
 def make_splits(
@@ -82,13 +124,18 @@ def make_splits(
     return problems[:n_train], problems[n_train:]
 
 
-def to_frame(problems: list[Problem], split: str, template: str = "plain") -> pd.DataFrame:
-    """Problems -> verl-format rows; the reference solution rides in extra_info for warm-up."""
-    rows = [
-        make_row(
-            data_source=DATA_SOURCE, question=p.question, answer=p.answer, split=split,
-            index=i, template=template, extra={"solution": p.solution},
-        )
-        for i, p in enumerate(problems)
-    ]
+def to_frame(problems: list[Problem], split: str, template: str = "plain",
+             teacher: Teacher | None = None, seed: int = 0,
+             allow_negative: bool = False) -> pd.DataFrame:
+    """Problems -> verl-format rows; the reference solution rides in extra_info, and with a
+    ``teacher`` its ``draws`` solutions per problem (``teacher_solutions``) for the warm-up."""
+    rng = random.Random(f"{DATA_SOURCE}:teacher:{seed}")
+    rows = []
+    for i, p in enumerate(problems):
+        extra = {"solution": p.solution}
+        if teacher is not None:
+            extra["teacher_solutions"] = [teacher_solution(p, rng, teacher, allow_negative)
+                                          for _ in range(teacher.draws)]
+        rows.append(make_row(data_source=DATA_SOURCE, question=p.question, answer=p.answer,
+                             split=split, index=i, template=template, extra=extra))
     return rows_to_frame(rows)

@@ -76,7 +76,7 @@ def generate_responses(policy_path, prompts: list[list[dict]], settings: EvalSet
     model.eval()
     rollouts = sample(model, tokenizer, prompts, n, temperature=settings.temperature,
                       top_p=settings.top_p, max_new_tokens=settings.max_response_tokens,
-                      seed=settings.seed, batch_size=settings.batch_size)
+                      seed=settings.seed, batch_size=settings.batch_size, keys=problem_ids)
     return rollouts.texts, rollouts.lengths.tolist(), rollouts.truncated.tolist()
 
 

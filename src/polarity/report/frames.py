@@ -59,7 +59,7 @@ ZERO_REASONS = REASONS[1:]
 ZERO_REASON_COLUMNS = ["model", "algorithm", "benchmark", "reason", "count", "frac", "samples",
                        "lenient_only"]
 LONG_COLUMNS = [*TRAINING_KEYS, "metric", "value"]
-WARMUP_COLUMNS = ["model", "step", "loss", "accuracy", "seconds"]
+WARMUP_COLUMNS = ["model", "step", "loss", "accuracy"]
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
@@ -191,7 +191,7 @@ def training_long(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def load_warmup(results_dir) -> pd.DataFrame:
-    """The warm-up history of each locally made model: (model, step, loss, accuracy, seconds)."""
+    """The warm-up history of each locally made model: (model, step, loss, accuracy)."""
     frames = []
     base = Path(results_dir) / "models"
     for path in sorted(base.glob("*/warmup.json")) if base.is_dir() else []:

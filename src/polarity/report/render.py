@@ -125,7 +125,9 @@ def render_notebook(
             raise NotebookExecutionError(
                 f"report notebook {template} produced error outputs:\n" + "\n".join(errors))
         nb = nbformat.read(str(tmp_nb), as_version=4)
-        exporter = HTMLExporter(embed_images=True, exclude_input=False)
+        # readers see text, tables and figures; the executed notebook keeps the code
+        exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_input_prompt=True,
+                                exclude_output_prompt=True)
         body, _ = exporter.from_notebook_node(nb)
         tmp_html.write_text(body, encoding="utf-8")
         os.replace(tmp_nb, out_ipynb)
