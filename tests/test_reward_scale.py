@@ -221,6 +221,29 @@ def test_a_killed_call_is_poisoned_not_retried(extraction):
     assert len(reward._POOL.poison) == 1
 
 
+def test_a_poisoned_pair_is_retried_by_a_call_with_a_larger_timeout():
+    """A call killed at a small limit is not remembered as a timeout by a call that allows more
+    time (it is tried again and settled); one killed at a large limit stays poisoned for calls
+    with a smaller or equal limit."""
+    reward.shutdown()
+    assert score_batch_detailed(["\\boxed{3}"], ["3"], workers=1)[0].correct  # a warm worker
+    nested = "1"
+    for _ in range(500):  # math-verify needs about 1-4 s for it (a parse failure in the end)
+        nested = "\\frac{1}{" + nested + "}"
+    slow = [f"\\boxed{{{nested}}}"]
+    first = score_batch_detailed(slow, ["1"], workers=1, timeout=0.2)[0]
+    assert first.reason == "timeout" and list(reward._POOL.poison.values()) == [0.2]
+    again = score_batch_detailed(slow, ["1"], workers=1, timeout=120)[0]
+    assert again.reason != "timeout" and reward._POOL.poison == {}  # retried, and settled
+
+    hang = ["\\boxed{9^{9^{9^{9}}}}"]
+    assert score_batch_detailed(hang, ["3"], workers=1, timeout=2.0)[0].reason == "timeout"
+    assert list(reward._POOL.poison.values()) == [2.0]
+    start = time.monotonic()
+    assert score_batch_detailed(hang, ["3"], workers=1, timeout=1.0)[0].reason == "timeout"
+    assert time.monotonic() - start < 0.9  # poisoned: answered at once, not after 1 s
+
+
 def test_a_silent_hang_reruns_the_unanswered_items_one_by_one(monkeypatch):
     """A hang outside math-verify's calls: finished-but-unsent results are not lost."""
     reward.shutdown()

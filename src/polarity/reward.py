@@ -543,7 +543,8 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
     first item the parent has not heard about). Because results are flushed before ``("a",
     ...)``, the parent knows
     that the first item it has not heard back about is the one inside that call. From the
-    parent: ``("poison", [digest, ...])``, ``(batch, extraction, monitor, items)``, or None to
+    parent: ``("poison", [digest, ...])``, ``("unpoison", [digest, ...])`` (a larger limit retries
+    them), ``(batch, extraction, monitor, items)``, or None to
     stop.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
@@ -584,6 +585,9 @@ def _worker_main(fd_in: int, fd_out: int) -> None:
                 break
             if msg[0] == "poison":
                 evaluate.poison.update(msg[1])
+                continue
+            if msg[0] == "unpoison":  # a call with a larger limit retries these
+                evaluate.poison.difference_update(msg[1])
                 continue
             state["batch"], extraction, monitor, items = msg
             for idx, gold, response in items:
@@ -680,7 +684,8 @@ class _Pool:
         self.pid = os.getpid()
         self.workers: list[_Worker] = []
         self.batch = 0
-        self.poison: set[str] = set()  # digests of math-verify calls that had to be killed
+        # digest of a math-verify call that had to be killed -> the limit it was killed at
+        self.poison: dict[str, float] = {}
 
     def _spawn(self) -> _Worker:
         w = _Worker()
@@ -722,6 +727,16 @@ class _Pool:
                 self._replace(slot)
         while len(self.workers) < n_workers:
             self.workers.append(self._spawn())
+        # A call killed at a smaller limit than this one's is tried again (in every worker).
+        retry = sorted(d for d, killed_at in self.poison.items() if killed_at < limit)
+        if retry:
+            for d in retry:
+                del self.poison[d]
+            for w in self.workers:
+                try:
+                    w.tx.send(("unpoison", retry))
+                except (OSError, ValueError):
+                    pass  # a dead worker is noticed and replaced below
         self.batch += 1
         batch = self.batch
         groups: dict[str, collections.deque] = {}
@@ -774,7 +789,7 @@ class _Pool:
             hung = w.busy is not None and time.monotonic() - w.busy_since >= _POISON_FRACTION * limit
             if (reason == "timeout" and hung and w.busy not in self.poison
                     and len(self.poison) < _MAX_POISON):
-                self.poison.add(w.busy)
+                self.poison[w.busy] = limit
                 for other in self.workers:
                     if other is not w:
                         try:
