@@ -25,6 +25,7 @@ import torch
 
 from ... import algorithms as alg
 from ...config import TrainSettings
+from ...data.rows import write_jsonl
 from ...evaluation.generate import Rollouts, sample
 from ...model import load_policy, save_pretrained_atomic
 from ...reward import score_batch_detailed
@@ -251,9 +252,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """JSON lines, atomically (a temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_jsonl(rows, path)
 
 
 def append_metrics(path: Path, row: dict) -> None:
