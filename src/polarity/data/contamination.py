@@ -28,18 +28,21 @@ _SPACE = re.compile(r"\s+")
 _TOKEN = re.compile(r"[a-z]+|\d+|\\[a-z]+|[^\sa-z\d]")
 
 
-def normalize(text: str) -> str:
-    """Lowercase, LaTeX spacing/sizing/math delimiters and every whitespace removed,
-    ``\\dfrac``/``\\tfrac`` as ``\\frac``, trailing punctuation dropped."""
+def _clean(text: str) -> str:
+    """Lowercase, ``\\dfrac``/``\\tfrac`` as ``\\frac``, LaTeX spacing/sizing/math delimiters
+    as spaces: what both match levels ignore."""
     text = str(text).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    text = _LATEX_NOISE.sub(" ", text).lower()
-    return _SPACE.sub("", text).rstrip(".?!:;,")
+    return _LATEX_NOISE.sub(" ", text).lower()
+
+
+def normalize(text: str) -> str:
+    """:func:`_clean`, then every whitespace removed and trailing punctuation dropped."""
+    return _SPACE.sub("", _clean(text)).rstrip(".?!:;,")
 
 
 def shingles(text: str, size: int = SHINGLE) -> frozenset[tuple[str, ...]]:
-    """The set of token ``size``-grams of the lowercased, LaTeX-cleaned text."""
-    tokens = _TOKEN.findall(_LATEX_NOISE.sub(" ", str(text).replace("\\dfrac", "\\frac")
-                                             .replace("\\tfrac", "\\frac")).lower())
+    """The set of token ``size``-grams of the :func:`_clean` text."""
+    tokens = _TOKEN.findall(_clean(text))
     if len(tokens) <= size:
         return frozenset([tuple(tokens)]) if tokens else frozenset()
     return frozenset(tuple(tokens[i:i + size]) for i in range(len(tokens) - size + 1))
