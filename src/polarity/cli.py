@@ -129,7 +129,7 @@ def cmd_contamination(args) -> None:
     import pandas as pd
 
     from .data.contamination import COLUMNS, contamination
-    from .data.rows import write_jsonl
+    from .files import write_jsonl
 
     def questions(path) -> list[str]:
         return [info["question"] for info in pd.read_parquet(path, columns=["extra_info"])["extra_info"]]

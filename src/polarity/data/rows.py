@@ -1,4 +1,5 @@
-"""The one row format every prepared dataset is written in: verl's RL parquet schema.
+"""The row formats stages hand each other: prepared datasets (verl's RL parquet schema) and
+evaluation samples (``SAMPLE_COLUMNS``).
 
 verl's ``RLHFDataset`` reads these columns: ``data_source`` (selects the reward function),
 ``prompt`` (a list of chat messages), ``ability``, ``reward_model`` (``style`` and
@@ -12,7 +13,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..files import atomic_write
+
 ROW_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+
+# One row per (problem, sample) of an evaluation, as ``polarity evaluate`` writes it and the
+# report reads it; ``reason`` is one of ``polarity.reward.REASONS``.
+SAMPLE_COLUMNS = ["problem_id", "sample", "response", "ground_truth", "answer", "correct",
+                  "reason", "lenient_only", "response_length", "truncated"]
+# What generation alone produces (a shard's responses, before scoring).
+RESPONSE_COLUMNS = ["problem_id", "sample", "response", "response_length", "truncated"]
 
 
 @dataclass(frozen=True)
@@ -78,23 +88,5 @@ def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path) -> None:
-    """Write atomically: a temporary name, then rename, so a killed job leaves no half file."""
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def write_jsonl(rows: list[dict], path) -> None:
-    """JSON lines, atomically (a temporary name, then rename)."""
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    """Write atomically (``polarity.files.atomic_write``): a killed job leaves no half file."""
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))

@@ -25,7 +25,7 @@ import torch
 
 from ... import algorithms as alg
 from ...config import TrainSettings
-from ...data.rows import write_jsonl
+from ...files import write_jsonl
 from ...evaluation.generate import Rollouts, sample
 from ...model import load_policy, save_pretrained_atomic
 from ...reward import score_batch_detailed
