@@ -88,15 +88,15 @@ def summarize(results: Path, paired: bool = False) -> None:
               f"entropy {steps[0]['entropy']:.3f} -> {steps[-1]['entropy']:.3f}, "
               f"mean reward {mean('reward_mean'):+.3f}, dual-clip share {mean('dual_clip_frac'):.5f}")
     if paired:
-        from polarity.report import frames
+        from polarity.report import load, tables
 
-        comparisons = frames.paired_comparisons(frames.load_samples(results))
+        comparisons = tables.paired_comparisons(load.load_samples(results))
         for row in comparisons[comparisons["metric"].isin(["avg@n", "pass@n"])].itertuples():
             print(f"  {row.algorithm:12s} {row.metric:6s} {row.value:.3f} vs base "
                   f"{row.reference_value:.3f}: {row.diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")
         from polarity.report.findings import findings
 
-        table = findings(frames.load_samples(results), frames.load_training(results))
+        table = findings(load.load_samples(results), load.load_training(results))
         for row in table.itertuples():
             print(f"  {row.verdict:12s} {row.claim}: {row.estimate:+.3f} "
                   f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}] ({row.measure})")

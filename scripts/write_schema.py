@@ -1,7 +1,7 @@
 """Regenerate the registry-derived parts of workflow/schemas/config.schema.yaml.
 
 The algorithm names and per-algorithm parameters come from polarity.algorithms.ALGORITHMS, the
-benchmark names from polarity.evaluation.benchmarks.BENCHMARKS, the prompt templates from
+dataset names from polarity.data.registry, the prompt templates from
 polarity.data.rows.PROMPT_TEMPLATES and the extraction policies from polarity.reward.EXTRACTIONS; tests/test_config.py fails when they drift apart.
 Usage: python scripts/write_schema.py
 """
@@ -12,7 +12,7 @@ import yaml
 
 from polarity.algorithms import ALGORITHMS, params_schema
 from polarity.data.rows import PROMPT_TEMPLATES
-from polarity.evaluation.benchmarks import BENCHMARKS
+from polarity.data.registry import BENCHMARKS, TRAIN_SETS
 from polarity.reward import EXTRACTIONS
 
 PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -31,6 +31,7 @@ def main() -> None:
         "per-algorithm hyperparameters; generated from the registry by scripts/write_schema.py"
     )
     schema["properties"]["algorithm_params"] = params
+    schema["properties"]["train_data"]["properties"]["name"]["enum"] = ["synthetic-arith", *TRAIN_SETS]
     evaluate = schema["properties"]["evaluate"]["properties"]
     evaluate["benchmarks"]["items"]["enum"] = list(BENCHMARKS)
     evaluate["template"]["enum"] = [*PROMPT_TEMPLATES, None]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from polarity.data.rows import write_parquet
 from polarity.data.synthetic import ArithSpec, make_splits, to_frame
-from polarity.model import TinyModelSpec, build_model, save_pretrained_atomic, train_tokenizer
+from polarity.model import build_model, save_pretrained_atomic, train_tokenizer
+from polarity.settings import TinyModelSpec
 
 SMALL_SPEC = TinyModelSpec(vocab_size=300, hidden_size=32, intermediate_size=64, layers=1,
                            heads=2, kv_heads=1, max_positions=128)
@@ -54,7 +55,7 @@ def make_partly_trained_model(folder: Path, data: dict[str, Path], seed=0,
     on the 64 training prompts)."""
     import pandas as pd
 
-    from polarity.model import make_tiny_model
+    from polarity.backends.local.warmup import make_tiny_model
 
     train = pd.read_parquet(data["train"])
     rows = pd.concat([train] * 4, ignore_index=True)  # first 64 rows: the evaluation set

@@ -1,4 +1,5 @@
-"""Fake study results in exactly the layout the report reads (deterministic, numpy RNG).
+"""Fake study results in exactly the layout the report reads (deterministic, numpy RNG), and
+the samples frames the report tests build by hand.
 
 ``make_fake_results(root)`` writes under ``root`` (a ``results/<study>`` folder)::
 
@@ -165,3 +166,38 @@ def make_fake_results(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "warmup.json").write_text(json.dumps(warmup_record(), indent=1))
     return root
+
+
+# ----------------------------------------------------------------------------- the report tests'
+
+# the demo study of tests/test_report*.py (base is evaluated once, as seed0)
+ALGOS = ("grpo", "psr", "nsr", "a3po", "popo")
+SEEDS = (0, 1)
+STEPS, N, PROBLEMS = 5, 8, 12
+BENCHMARKS = ("synthetic-arith-test", "math500")
+
+
+def make_demo_results(tmp_path_factory) -> Path:
+    """The demo study under a fresh ``.../results/demo`` folder."""
+    root = tmp_path_factory.mktemp("results") / "demo"
+    return make_fake_results(root, algorithms=ALGOS, seeds=SEEDS, steps=STEPS, n=N,
+                             problems=PROBLEMS, benchmarks=BENCHMARKS)
+
+
+def samples_by_hand(counts: dict[int, list[int]], n: int, *, algorithm="grpo", benchmark="b",
+                    model="m", problem_ids=None) -> pd.DataFrame:
+    """A samples frame by hand: counts[seed][problem] correct answers out of n (the first c)."""
+    rows = []
+    for seed, cs in counts.items():
+        for i, c in enumerate(cs):
+            pid = i if problem_ids is None else problem_ids[i]
+            for j in range(n):
+                ok = j < c
+                rows.append({"model": model, "algorithm": algorithm, "seed": seed, "benchmark": benchmark,
+                             "problem_id": pid, "sample": j, "correct": float(ok),
+                             "reason": "correct" if ok else ("wrong" if j % 2 else "no_answer")})
+    return pd.DataFrame(rows)
+
+
+def stack(*parts: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat(parts, ignore_index=True)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from polarity.algorithms import (
+    a3po_selections,
     a3po_select,
     popo_nll_loss,
     popo_weights,
@@ -209,7 +210,7 @@ def test_grpo_positive_only_keeps_grpo_advantages_of_positives():
 def test_a3po_amplifies_selected_tokens_gradient(step, scale):
     a3po, dapo = sgd_step("a3po", step=step), sgd_step("dapo", step=step)
     sel_pos, sel_neg = a3po_select(a3po.old, MASK, CORRECT,
-                                   resolve("a3po").a3po_selections()[:2])
+                                   a3po_selections(resolve("a3po"))[:2])
     selected = sel_pos | sel_neg
     assert sel_pos[CORRECT].any() and sel_neg[~CORRECT].any()
     amp, rest = CTX[selected], CTX[MASK & ~selected]
@@ -226,7 +227,7 @@ def test_a3po_amplifies_selected_tokens_gradient(step, scale):
 
 def test_a3po_selects_low_prob_positive_and_high_prob_negative_tokens():
     s = sgd_step("a3po")
-    sel_pos, sel_neg = a3po_select(s.old, MASK, CORRECT, resolve("a3po").a3po_selections()[:2])
+    sel_pos, sel_neg = a3po_select(s.old, MASK, CORRECT, a3po_selections(resolve("a3po"))[:2])
     for i in range(B):
         valid = MASK[i]
         sel = sel_pos[i] if CORRECT[i] else sel_neg[i]

@@ -1,4 +1,5 @@
-"""Tests for polarity.evaluation.benchmarks: the registry and the hub benchmark loaders.
+"""Tests for the benchmarks: their registry entries (polarity.data.registry) and loaders
+(polarity.data.hub).
 
 The fixtures (tests/fixtures/benchmarks/, written by tests/fixtures/make_benchmark_fixtures.py)
 are in each source's own schema. No test touches the network: the hub code path is exercised
@@ -23,23 +24,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from polarity import reward
+from polarity.data import hub, registry
+from polarity.data.answers import join_answers
 from polarity.data.hub import (
-    ANSWER_RULES,
-    TRAIN_DATASETS,
-    join_answers,
+    load_benchmark,
     load_hub_rows,
     load_train_dataset,
-)
-from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS
-from polarity.evaluation import benchmarks
-from polarity.evaluation.benchmarks import (
-    BENCHMARKS,
-    HUB_BENCHMARKS,
-    Benchmark,
-    get_benchmark,
-    load_benchmark,
     prepare_benchmark,
 )
+from polarity.data.registry import (
+    ANSWER_RULES,
+    BENCHMARKS,
+    HUB_BENCHMARKS,
+    TRAIN_SETS,
+    Dataset,
+    get_benchmark,
+)
+from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS
 
 from .rows_helpers import indices, records
 
@@ -94,7 +95,7 @@ def source_rows(name: str) -> list[dict]:
 # The registry
 
 EXPECTED_REGISTRY = {
-    # name: (hub id, configs, split, question, answer, rule, problems)
+    # name: (hub id, configs, split, question, answer, rule, expected rows = problems)
     "math-test": ("DigitalLearningGmbH/MATH-lighteval", (None,), "test", "problem", "solution",
                   "last_boxed", 5000),
     "math500": ("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer", "field", 500),
@@ -112,35 +113,32 @@ def test_registry_entries():
     assert list(BENCHMARKS) == ["synthetic-arith-test", *EXPECTED_REGISTRY]
     assert HUB_BENCHMARKS == tuple(EXPECTED_REGISTRY)
     syn = BENCHMARKS["synthetic-arith-test"]
-    assert (syn.name, syn.source, syn.hub_id, syn.is_hub) == (
-        "synthetic-arith-test", "synthetic", None, False
+    assert (syn.name, syn.source, syn.hub_id, syn.is_hub, syn.role) == (
+        "synthetic-arith-test", "synthetic", None, False, "benchmark"
     )
     for name, expected in EXPECTED_REGISTRY.items():
         b = BENCHMARKS[name]
         assert b.name == name and b.source == "hub" and b.is_hub and b.description
         got = (b.hub_id, b.configs, b.split, b.question_field, b.answer_field, b.answer_rule,
-               b.problems)
+               b.expected_rows)
         assert got == expected, name
         assert b.template == "qwen-boxed" and b.template in PROMPT_TEMPLATES
         assert b.answer_rule in ANSWER_RULES
-        spec = b.hub_spec()
-        assert spec.data_source == name and spec.kind == "benchmark"
-        assert spec.config_names == b.configs and spec.expected_rows == b.problems
+        assert b.role == "benchmark" and b.data_source == name and b.kind == "benchmark"
     with pytest.raises(AttributeError):
         BENCHMARKS["math500"].split = "train"  # frozen
 
 
 def test_registry_rejects_incomplete_hub_entries():
     with pytest.raises(ValueError, match="hub_id"):
-        Benchmark("x", "d", "hub", configs=(None,), split="test", question_field="q",
-                  answer_field="a", answer_rule="field", template="plain", problems=1)
+        Dataset("x", "benchmark", "d", "hub", configs=(None,), split="test", question_field="q",
+                answer_field="a", answer_rule="field", template="plain", expected_rows=1)
     with pytest.raises(ValueError, match="source"):
-        Benchmark("x", "d", "somewhere")
-    bad_rule = Benchmark("x", "d", "hub", hub_id="h", configs=(None,), split="test",
-                         question_field="q", answer_field="a", answer_rule="first_boxed",
-                         template="plain", problems=1)
-    with pytest.raises(ValueError, match="answer_from"):
-        bad_rule.hub_spec()
+        Dataset("x", "benchmark", "d", "somewhere")
+    with pytest.raises(ValueError, match="answer_rule"):
+        Dataset("x", "benchmark", "d", "hub", hub_id="h", configs=(None,), split="test",
+                question_field="q", answer_field="a", answer_rule="first_boxed",
+                template="plain", expected_rows=1)
 
 
 def test_every_hub_benchmark_has_a_fixture_and_loads():
@@ -163,7 +161,7 @@ def test_every_hub_benchmark_has_a_fixture_and_loads():
             assert row["prompt"] == qwen(info["question"])
         stats = f.attrs["load_stats"]
         assert stats["dataset"] == name and stats["rows_out"] == len(f)
-        assert stats["expected_rows"] == spec.problems
+        assert stats["expected_rows"] == spec.expected_rows
         assert stats["rows_in"] == len(source_rows(name))
 
 
@@ -562,10 +560,12 @@ def test_benchmarks_and_training_sets_share_the_loader():
         assert b["extra_info"]["split"] == "test" and t["extra_info"]["split"] == "train"
         assert b["prompt"] == t["prompt"] and b["reward_model"] == t["reward_model"]
         assert {**b["extra_info"], "split": "train"} == t["extra_info"]
-    spec = BENCHMARKS["minerva"].hub_spec()
+    spec = BENCHMARKS["minerva"]
     direct = load_hub_rows(spec, source=FIXTURE["minerva"])
     assert records(direct) == records(load_benchmark("minerva", source=FIXTURE["minerva"]))
-    assert TRAIN_DATASETS["math"].kind == "dataset"
+    assert TRAIN_SETS["math"].kind == "dataset"
+    with pytest.raises(ValueError, match=r"'synthetic-arith-test'.*synthetic data stage"):
+        load_hub_rows(BENCHMARKS["synthetic-arith-test"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,5 +587,7 @@ def test_ground_truth_is_checkable(name, ground_truth):
 
 
 def test_module_exports():
-    for name in ("BENCHMARKS", "Benchmark", "load_benchmark", "prepare_benchmark"):
-        assert name in benchmarks.__all__
+    for name in ("BENCHMARKS", "HUB_BENCHMARKS", "Dataset", "get_benchmark"):
+        assert name in registry.__all__
+    for name in ("load_benchmark", "prepare_benchmark"):
+        assert name in hub.__all__

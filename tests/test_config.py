@@ -6,14 +6,8 @@ import pytest
 import yaml
 
 from polarity.algorithms import ALGORITHMS, params_schema
-from polarity.config import (
-    SCHEMA_PATH,
-    ConfigError,
-    TrainSettings,
-    check_config,
-    check_study,
-    load_schema,
-)
+from polarity.config import check_config, check_study
+from polarity.settings import SCHEMA_PATH, ConfigError, TrainSettings, load_schema
 
 from .conftest import REPO
 
@@ -111,7 +105,7 @@ def test_schema_defaults_match_settings_dataclass():
 
 def test_schema_benchmarks_and_templates_match_the_registries():
     from polarity.data.rows import PROMPT_TEMPLATES
-    from polarity.evaluation.benchmarks import BENCHMARKS
+    from polarity.data.registry import BENCHMARKS
 
     evaluate = load_schema()["properties"]["evaluate"]["properties"]
     assert evaluate["benchmarks"]["items"]["enum"] == list(BENCHMARKS)
@@ -121,7 +115,7 @@ def test_schema_benchmarks_and_templates_match_the_registries():
 def test_schema_evaluate_defaults_match_settings_dataclass():
     from dataclasses import fields
 
-    from polarity.config import EvalSettings
+    from polarity.settings import EvalSettings
 
     props = load_schema()["properties"]["evaluate"]["properties"]
     defaults = EvalSettings()

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from polarity.config import EvalSettings
-from polarity.data.rows import make_row, rows_to_frame, write_parquet
+from polarity.data.rows import SAMPLE_COLUMNS, make_row, rows_to_frame, write_parquet
 from polarity.evaluation import evaluate as ev
-from polarity.evaluation.evaluate import SAMPLE_COLUMNS, evaluate, gather_shards, shard_bounds
+from polarity.evaluation.evaluate import evaluate, gather_shards, shard_bounds
+from polarity.settings import EvalSettings
 
 from .helpers import make_data, make_untrained_model
 
@@ -196,7 +196,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_adapter_maps_settings_and_outputs(fake_vllm):
-    from polarity.evaluation.vllm_engine import sample_vllm
+    from polarity.generation.vllm_engine import sample_vllm
 
     settings = EvalSettings(samples=2, temperature=0.6, top_p=0.95, max_response_tokens=4096,
                             seed=7, engine="vllm", tensor_parallel_size=2,

@@ -1,5 +1,8 @@
 """Tests for polarity.data.hub: hub training sets -> verl rows, on tiny local fixtures.
 
+(Benchmarks: tests/test_benchmarks.py; the registry against the schema and the rules:
+tests/test_dataset_registry.py.)
+
 The fixtures (tests/fixtures/hub/, written by tests/fixtures/make_hub_fixtures.py) are in each
 source's own schema. No test touches the network: the hub code path is exercised with
 ``datasets.load_dataset`` replaced by a local stand-in.
@@ -21,13 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from polarity.data import answers as answers_module
 from polarity.data import hub
-from polarity.data.hub import (
-    TRAIN_DATASETS,
-    last_boxed,
-    load_train_dataset,
-    stratified_sample_indices,
-)
+from polarity.data.answers import last_boxed
+from polarity.data.hub import load_train_dataset, stratified_sample_indices
+from polarity.data.registry import TRAIN_SETS
 from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS, write_parquet
 
 from .rows_helpers import indices, records
@@ -56,7 +57,8 @@ def answers(frame: pd.DataFrame) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# last_boxed
+# last_boxed: MATH's ground truths use the scorer's extractor (polarity.reward), verl's
+# right-most-box rule: the box that opens last, None when it is unclosed or empty.
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,8 @@ def answers(frame: pd.DataFrame) -> list[str]:
         (r"\boxed {5}", "5"),
         (r"\boxed{ 7 }", "7"),
         (r"\boxed{\boxed{1}}", "1"),
-        (r"\boxed{2} and a truncated \boxed{5", "2"),
+        # The last box is unclosed: no answer (an earlier complete box does not stand in).
+        (r"\boxed{2} and a truncated \boxed{5", None),
         (r"\\{\boxed{6}}", "6"),
         (r"\boxed{a}\fbox{b}", "b"),
         ("no box here", None),
@@ -79,11 +82,17 @@ def answers(frame: pd.DataFrame) -> list[str]:
         (r"\boxed{5", None),
         (r"\boxed 5", None),
         (r"\boxeds{3}", None),
-        (r"\boxed{}", ""),
+        (r"\boxed{}", None),  # empty: no answer
     ],
 )
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
+
+
+def test_last_boxed_is_the_scorers():
+    from polarity import reward
+
+    assert last_boxed is reward.last_boxed
 
 
 def test_last_boxed_is_linear_enough():
@@ -97,27 +106,28 @@ def test_last_boxed_is_linear_enough():
 
 
 def test_registry_entries():
-    assert set(TRAIN_DATASETS) == {"math", "math-stratified-25", "dapo-math-17k", "deepscaler"}
-    m = TRAIN_DATASETS["math"]
-    assert (m.hub_id, m.config, m.split, m.question_field) == (
+    assert set(TRAIN_SETS) == {"math", "math-stratified-25", "dapo-math-17k", "deepscaler"}
+    m = TRAIN_SETS["math"]
+    assert (m.hub_id, m.configs, m.split, m.question_field) == (
         "DigitalLearningGmbH/MATH-lighteval",
-        None,
+        (None,),
         "train",
         "problem",
     )
-    assert m.answer_from == "last_boxed" and m.template == "verl-math"
-    assert TRAIN_DATASETS["math-stratified-25"].hub_id == m.hub_id
-    d = TRAIN_DATASETS["dapo-math-17k"]
+    assert m.answer_rule == "last_boxed" and m.template == "verl-math"
+    assert TRAIN_SETS["math-stratified-25"].hub_id == m.hub_id
+    d = TRAIN_SETS["dapo-math-17k"]
     assert d.hub_id == "BytedTsinghua-SIA/DAPO-Math-17k" and d.template == "plain"
     assert d.answer_field == "reward_model.ground_truth" and d.dedup_on_question
-    s = TRAIN_DATASETS["deepscaler"]
+    s = TRAIN_SETS["deepscaler"]
     assert (s.hub_id, s.answer_field, s.template) == (
         "agentica-org/DeepScaleR-Preview-Dataset",
         "answer",
         "qwen-boxed",
     )
-    for name, spec in TRAIN_DATASETS.items():
+    for name, spec in TRAIN_SETS.items():
         assert spec.name == name and spec.data_source == name
+        assert spec.role == "train" and spec.is_hub and spec.kind == "dataset"
         assert spec.template in PROMPT_TEMPLATES
     with pytest.raises(AttributeError):
         m.split = "test"  # frozen
@@ -416,7 +426,7 @@ def test_unknown_dataset_lists_known_names():
         load_train_dataset("gsm8k", source=MATH)
     msg = str(err.value)
     assert "gsm8k" in msg
-    for name in TRAIN_DATASETS:
+    for name in TRAIN_SETS:
         assert name in msg
 
 
@@ -473,5 +483,7 @@ def test_bad_sources(tmp_path):
 
 
 def test_module_exports():
-    assert callable(hub.last_boxed) and "last_boxed" in hub.__all__
-    assert "load_train_dataset" in hub.__all__ and "TRAIN_DATASETS" in hub.__all__
+    assert callable(answers_module.last_boxed) and "last_boxed" in answers_module.__all__
+    assert not hasattr(hub, "last_boxed")  # one extractor: the scorer's
+    for name in ("load_train_dataset", "load_benchmark", "prepare_benchmark", "load_hub_rows"):
+        assert name in hub.__all__

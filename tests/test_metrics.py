@@ -1,4 +1,5 @@
-"""Tests for polarity.metrics: hand-computed values, direct binomial formulas and invariants."""
+"""Tests for polarity.metrics: pass@k, avg@n and maj@n per problem, against hand-computed
+values, direct binomial formulas and invariants. The bootstrap: test_metrics_bootstrap.py."""
 
 from __future__ import annotations
 
@@ -12,21 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polarity.metrics import (
-    PairedDifference,
-    avg_at_n,
-    bootstrap_ci,
-    bootstrap_differences,
-    bootstrap_means,
+    align_seeds,
     k_values,
-    maj_at_n,
     maj_per_problem,
-    paired_difference,
     pass_at_k,
     pass_at_k_array,
-    percentile_interval,
-    stratified_bootstrap_ci,
-    stratified_paired_difference,
-    summarize_samples,
+    pass_at_k_matrix,
+    problem_counts,
+    problem_scores,
 )
 
 
@@ -208,12 +202,49 @@ def test_k_values():
 
 def test_avg_at_n():
     correct = np.array([[1, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
-    assert avg_at_n(correct) == pytest.approx(6 / 12)
-    assert avg_at_n(np.array([[True, False]])) == 0.5
+    n, c = np.full(3, 4), correct.sum(1)
+    avg = problem_scores(n, c)[:, 0]
+    assert avg.mean() == pytest.approx(6 / 12)
+    assert problem_scores([2], [np.sum([True, False])])[:, 0].mean() == 0.5
     # avg@n equals pass@1 averaged over problems
-    assert avg_at_n(correct) == pytest.approx(pass_at_k_array(4, correct.sum(1), 1).mean())
+    assert avg.mean() == pytest.approx(pass_at_k_array(4, correct.sum(1), 1).mean())
+    assert problem_scores(n, c)[:, 1].tolist() == [1.0, 1.0, 0.0]  # pass@n = [c > 0]
     with pytest.raises(ValueError):
-        avg_at_n(np.array([1, 0]))
+        problem_scores(np.array([4]), np.array([1, 0]))
+
+
+def test_problem_scores_and_pass_at_k_matrix_leave_missing_seeds_nan():
+    n = np.array([[4.0, np.nan], [2.0, 2.0]])  # [problems, seeds]; seed 1 lacks problem 0
+    c = np.array([[1.0, np.nan], [0.0, 2.0]])
+    scores = problem_scores(n, c, maj=np.array([[1.0, np.nan], [0.0, 1.0]]))
+    assert scores.shape == (2, 2, 3) and np.isnan(scores[0, 1]).all()
+    assert scores[1].tolist() == [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    assert problem_scores(n, c)[1, 1, 2] == 0.0  # no majority votes: zeros
+    matrix = pass_at_k_matrix(n, c, [1, 2])  # every problem with its own n
+    assert matrix.shape == (2, 2, 2) and np.isnan(matrix[0, 1]).all()
+    assert matrix[0, 0].tolist() == [0.25, pass_at_k(4, 1, 2)]
+    assert matrix[1].tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
+def _maj_reference(answers: list[list], correct: list[list]) -> float:
+    """maj@n straight from its definition, problem by problem: the most frequent non-None answer
+    (ties: seen first) decides, through the first sample giving it; all None: wrong."""
+    hits = 0
+    for ans, cor in zip(answers, correct):
+        counts: dict[str, int] = {}
+        for a in ans:
+            if a is not None:
+                counts[a] = counts.get(a, 0) + 1
+        if counts:
+            best = max(counts, key=lambda a: (counts[a], -ans.index(a)))
+            hits += bool(cor[ans.index(best)])
+    return hits / len(answers)
+
+
+def _flat(answers: list[list], correct: list[list]):
+    """Nested per-problem lists -> one row per sample (problem_ids, answers, correct)."""
+    pids = [p for p, ans in enumerate(answers) for _ in ans]
+    return pids, [a for ans in answers for a in ans], [x for cor in correct for x in cor]
 
 
 def test_maj_at_n_hand_cases():
@@ -231,18 +262,17 @@ def test_maj_at_n_hand_cases():
         [True, False, False, True, False],
         [False, True, False],
     ]
-    assert maj_at_n(answers, correct) == pytest.approx(3 / 5)
-    assert maj_at_n([["x"]], [[True]]) == 1.0
+    assert maj_per_problem(*_flat(answers, correct)).mean() == pytest.approx(3 / 5)
+    assert maj_per_problem([0], ["x"], [True]).mean() == 1.0
     with pytest.raises(ValueError):
-        maj_at_n([["x"]], [[True, False]])
-    with pytest.raises(ValueError):
-        maj_at_n([], [])
+        maj_per_problem([0], ["x"], [True, False])
+    assert maj_per_problem([], [], []).empty
 
 
 def test_maj_at_n_uses_first_sample_of_winning_answer():
     # Same string, different flags (should not happen with a deterministic verifier): first wins.
-    assert maj_at_n([["3", "3"]], [[False, True]]) == 0.0
-    assert maj_at_n([["3", "3"]], [[True, False]]) == 1.0
+    assert maj_per_problem([0, 0], ["3", "3"], [False, True]).mean() == 0.0
+    assert maj_per_problem([0, 0], ["3", "3"], [True, False]).mean() == 1.0
 
 
 def test_maj_per_problem_hand_case():
@@ -256,7 +286,7 @@ def test_maj_per_problem_hand_case():
     assert out.tolist() == [1.0, 0.0, 0.0]
 
 
-def test_maj_per_problem_matches_maj_at_n():
+def test_maj_per_problem_matches_the_definition():
     rng = np.random.default_rng(5)
     for trial in range(30):
         problems = int(rng.integers(1, 12))
@@ -267,7 +297,7 @@ def test_maj_per_problem_matches_maj_at_n():
         correct = rng.random(problems * n) < 0.5
         grouped_a = [list(answers[i * n:(i + 1) * n]) for i in range(problems)]
         grouped_c = [list(correct[i * n:(i + 1) * n]) for i in range(problems)]
-        expected = maj_at_n(grouped_a, grouped_c)
+        expected = _maj_reference(grouped_a, grouped_c)
         got = maj_per_problem(pids, answers, correct)
         assert got.mean() == pytest.approx(expected)
         # same per problem, and categorical answers (as parquet dictionary columns read) agree
@@ -280,297 +310,28 @@ def test_maj_per_problem_rejects_length_mismatch():
         maj_per_problem([1, 1], ["a"], [1, 0])
 
 
-# ---------------------------------------------------------------- summarize_samples
+def test_problem_counts_by_hand():
+    # rows in sample order; problem "b" first seen but sorted after "a"; a missing id is left out
+    out = problem_counts(["b", "b", "a", "a", "a", None], [1, 0, 0.0, 1.0, 1.0, 1],
+                         ["x", "y", "4", "3", "3", "z"])
+    assert list(out.columns) == ["problem_id", "n", "c", "maj"]
+    assert out.values.tolist() == [["a", 3, 2, 1.0], ["b", 2, 1, 1.0]]
+    no_answers = problem_counts([2, 1, 2], [True, False, False])
+    assert no_answers[["problem_id", "n", "c"]].values.tolist() == [[1, 1, 0], [2, 2, 1]]
+    assert no_answers["maj"].isna().all()
 
 
-def test_summarize_samples():
-    frame = pd.DataFrame(
-        {
-            "problem_id": ["p1"] * 4 + ["p2"] * 4,
-            "correct": [1, 0, 0, 1, 0, 0, 0, 0],
-            "answer": ["4", "5", "5", "4", "7", None, "8", "8"],
-        }
-    )
-    out = summarize_samples(frame)
-    assert list(out.columns) == ["metric", "k", "value", "n"]
-    assert (out["n"] == 4).all()
-    avg = out[out.metric == "avg@n"].value.item()
-    assert avg == pytest.approx(0.25)
-    passk = out[out.metric == "pass@k"].set_index("k").value
-    assert list(passk.index) == [1, 2, 4]
-    assert passk[1] == pytest.approx((0.5 + 0) / 2)
-    assert passk[2] == pytest.approx((1 - 1 / 6 + 0) / 2)
-    assert passk[4] == pytest.approx(0.5)
-    # p1: tie "4"/"5" -> "4" first -> correct; p2: "8" wins -> wrong
-    assert out[out.metric == "maj@n"].value.item() == pytest.approx(0.5)
-
-
-def test_summarize_samples_without_answers_and_bool_correct():
-    frame = pd.DataFrame({"problem_id": [1, 1, 2, 2, 3, 3], "correct": [True, True, False, True, False, False]})
-    out = summarize_samples(frame)
-    assert set(out.metric) == {"avg@n", "pass@k"}
-    assert out[out.metric == "avg@n"].value.item() == pytest.approx(0.5)
-    assert out[(out.metric == "pass@k") & (out.k == 2)].value.item() == pytest.approx(2 / 3)
-
-
-def test_summarize_samples_rejects_bad_input():
-    with pytest.raises(ValueError):
-        summarize_samples(pd.DataFrame({"problem_id": [1], "correct": [2]}))
-    with pytest.raises(ValueError):
-        summarize_samples(pd.DataFrame({"problem_id": [1]}))
-    assert summarize_samples(pd.DataFrame({"problem_id": [], "correct": []})).empty
-
-
-# ---------------------------------------------------------------- bootstrap
-
-
-def test_bootstrap_ci_contains_mean_and_shrinks():
-    rng = np.random.default_rng(1)
-    small = rng.binomial(1, 0.4, size=50).astype(float)
-    large = rng.binomial(1, 0.4, size=2000).astype(float)
-    lo_s, hi_s = bootstrap_ci(small)
-    lo_l, hi_l = bootstrap_ci(large)
-    assert lo_s <= small.mean() <= hi_s
-    assert lo_l <= large.mean() <= hi_l
-    assert (hi_l - lo_l) < (hi_s - lo_s) / 3
-    # deterministic given the seed
-    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
-    # a wider level gives a wider interval
-    lo90, hi90 = bootstrap_ci(small, level=0.9)
-    assert hi90 - lo90 <= hi_s - lo_s
-
-
-def test_bootstrap_ci_constant_and_2d():
-    assert bootstrap_ci(np.full(10, 0.7)) == pytest.approx((0.7, 0.7))
-    rng = np.random.default_rng(0)
-    table = rng.random((40, 3))
-    lo, hi = bootstrap_ci(table, n_boot=300)
-    assert lo <= table.mean() <= hi
-    with pytest.raises(ValueError):
-        bootstrap_ci(np.array([]))
-    with pytest.raises(ValueError):
-        bootstrap_ci(np.ones(5), level=1.5)
-
-
-def test_bootstrap_ci_2d_rejects_3d_and_nan():
-    with pytest.raises(ValueError):
-        bootstrap_ci(np.ones((3, 2, 2)))
-    with pytest.raises(ValueError):
-        bootstrap_ci(np.array([1.0, np.nan]))
-    with pytest.raises(ValueError):
-        bootstrap_ci(np.ones(3), n_boot=0)
-
-
-# ---------------------------------------------------------------- bootstrap engine
-
-
-def test_bootstrap_means_reproduces_the_exact_resampling_distribution():
-    # 3 problems: the 27 equally likely resamples give the mean's exact bootstrap distribution
-    x = np.array([0.0, 1.0, 3.0])
-    exact_dist: dict[float, int] = {}
-    for i in range(3):
-        for j in range(3):
-            for k in range(3):
-                m = round((x[i] + x[j] + x[k]) / 3, 9)
-                exact_dist[m] = exact_dist.get(m, 0) + 1
-    reps = bootstrap_means([x], n_boot=54_000, seed=1)
-    assert reps.shape == (54_000,)
-    values, counts = np.unique(np.round(reps, 9), return_counts=True)
-    assert set(values) == set(exact_dist)
-    for v, cnt in zip(values, counts):
-        p = exact_dist[v] / 27
-        sd = math.sqrt(p * (1 - p) / 54_000)
-        assert abs(cnt / 54_000 - p) < 5 * sd, v
-
-
-def test_bootstrap_means_variance_1d_and_2d_and_strata():
-    rng = np.random.default_rng(2)
-    r = rng.normal(0, 1, 40)
-    # 1-D: Var(mean*) = population variance / P
-    reps = bootstrap_means([r], n_boot=20_000, seed=0)
-    assert reps.mean() == pytest.approx(r.mean(), abs=0.02)
-    assert reps.var() == pytest.approx(r.var() / 40, rel=0.05)
-    # 2-D additive x[p, s] = r_p + s_s: problems and seeds resampled independently,
-    # Var = var(r)/P + var(s)/S
-    s = np.array([0.0, 0.5, 2.0])
-    x = r[:, None] + s[None, :]
-    reps = bootstrap_means([x], n_boot=20_000, seed=0)
-    assert reps.var() == pytest.approx(r.var() / 40 + s.var() / 3, rel=0.05)
-    # strata: mean of stratum means, each stratum resampled within itself
-    q = rng.normal(0, 3, 10)
-    reps = bootstrap_means([r, q], n_boot=20_000, seed=0)
-    assert reps.mean() == pytest.approx((r.mean() + q.mean()) / 2, abs=0.05)
-    assert reps.var() == pytest.approx((r.var() / 40 + q.var() / 10) / 4, rel=0.05)
-
-
-def test_bootstrap_means_draws_seeds_once_for_all_strata():
-    # x_j[p, s] = seed effect only, the same runs in both benchmarks: the average over benchmarks
-    # keeps the full seed variance var(s)/S (independent draws per benchmark would halve it)
-    s = np.array([0.0, 1.0, 4.0, 5.0])
-    x1 = np.tile(s, (30, 1))
-    x2 = np.tile(s, (7, 1))
-    reps = bootstrap_means([x1, x2], n_boot=20_000, seed=0)
-    assert reps.var() == pytest.approx(s.var() / 4, rel=0.05)
-    with pytest.raises(ValueError):  # seeds must agree across strata
-        bootstrap_means([np.ones((3, 2)), np.ones((3, 3))])
-
-
-def test_bootstrap_means_trailing_stats_share_resamples():
-    rng = np.random.default_rng(3)
-    x = rng.random((25, 2))
-    stacked = np.stack([x, 2 * x + 1], axis=-1)  # [P, S, 2]
-    reps = bootstrap_means([stacked], n_boot=500, seed=4)
-    assert reps.shape == (500, 2)
-    np.testing.assert_allclose(reps[:, 1], 2 * reps[:, 0] + 1, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(reps[:, 0], bootstrap_means([x], n_boot=500, seed=4), rtol=0, atol=1e-12)
-
-
-def test_bootstrap_ci_matches_percentiles_of_bootstrap_means():
-    rng = np.random.default_rng(4)
-    x = rng.random((30, 3))
-    lo, hi = percentile_interval(bootstrap_means([x], n_boot=700, seed=9), 0.9)
-    assert bootstrap_ci(x, n_boot=700, seed=9, level=0.9) == (pytest.approx(lo), pytest.approx(hi))
-
-
-def test_stratified_bootstrap_ci():
-    rng = np.random.default_rng(5)
-    a, b = rng.binomial(1, 0.3, 200).astype(float), rng.binomial(1, 0.8, 50).astype(float)
-    lo, hi = stratified_bootstrap_ci([a, b])
-    mean_of_means = (a.mean() + b.mean()) / 2
-    assert lo < mean_of_means < hi
-    # the pooled mean (weighted by size) is a different number, and not what is estimated
-    assert abs(np.concatenate([a, b]).mean() - mean_of_means) > 0.05
-    assert stratified_bootstrap_ci([np.full(5, 0.2), np.full(9, 0.6)]) == pytest.approx((0.4, 0.4))
-    with pytest.raises(ValueError):
-        stratified_bootstrap_ci([])
-
-
-# ---------------------------------------------------------------- paired comparison
-
-
-def test_paired_difference_hand_cases():
-    # a - b per problem = [1, 0]: diff* = mean of 2 draws: 0, 0.5, 1 with prob 1/4, 1/2, 1/4
-    res = paired_difference([1, 0], [0, 0], n_boot=20_000, seed=0)
-    assert isinstance(res, PairedDifference)
-    assert (res.diff, res.mean_a, res.mean_b) == (0.5, 0.5, 0.0)
-    assert (res.ci_low, res.ci_high) == (0.0, 1.0)
-    assert res.p_value == pytest.approx(0.25, abs=0.015)  # P(diff* <= 0) = P(both draws problem 2)
-    assert res.p_two_sided == pytest.approx(0.5, abs=0.03)
-    # per-problem differences [1, -1]: diff* in {1, 0, -1} w.p. 1/4, 1/2, 1/4
-    res = paired_difference([1, 0], [0, 1], n_boot=20_000, seed=0)
-    assert res.diff == 0.0 and (res.ci_low, res.ci_high) == (-1.0, 1.0)
-    assert res.p_value == pytest.approx(0.75, abs=0.015)
-    assert res.p_two_sided == 1.0
-    # unpaired: a* and b* independent, each 0, .5, 1 w.p. 1/4, 1/2, 1/4;
-    # P(a* <= b*) = 1 - (1/2 * 1/4 + 1/4 * 3/4) = 0.6875
-    res = paired_difference([1, 0], [0, 1], n_boot=20_000, seed=0, paired=False)
-    assert res.p_value == pytest.approx(0.6875, abs=0.015)
-
-
-def test_paired_difference_identical_inputs():
-    rng = np.random.default_rng(6)
-    x = rng.random(40)
-    res = paired_difference(x, x)
-    assert (res.diff, res.ci_low, res.ci_high) == (0.0, 0.0, 0.0)
-    assert res.p_value == 1.0 and res.p_two_sided == 1.0
-    # several seeds that agree: seed resampling cannot move anything either (up to rounding,
-    # as means over 3 and over 2 columns)
-    same = np.repeat(x[:, None], 3, axis=1)
-    res = paired_difference(same, same[:, :2])
-    assert (res.diff, res.ci_low, res.ci_high) == pytest.approx((0.0, 0.0, 0.0), abs=1e-15)
-    # seeds that disagree: the seeds of a and b are other runs, drawn independently,
-    # so the interval is not degenerate but centred on 0
-    noisy = x[:, None] + rng.normal(0, 0.2, (40, 3))
-    res = paired_difference(noisy, noisy)
-    assert res.diff == 0.0 and res.ci_low < 0 < res.ci_high
-
-
-def test_paired_difference_shift_and_swap():
-    rng = np.random.default_rng(7)
-    a, b = rng.random(60), rng.random(60)
-    base = paired_difference(a, b, n_boot=800, seed=3)
-    shifted = paired_difference(a, b + 0.25, n_boot=800, seed=3)
-    assert shifted.diff == pytest.approx(base.diff - 0.25, abs=1e-12)
-    assert shifted.ci_low == pytest.approx(base.ci_low - 0.25, abs=1e-12)
-    assert shifted.ci_high == pytest.approx(base.ci_high - 0.25, abs=1e-12)
-    swapped = paired_difference(b, a, n_boot=800, seed=3)
-    assert swapped.diff == pytest.approx(-base.diff, abs=1e-15)
-    assert swapped.ci_low == pytest.approx(-base.ci_high, abs=1e-12)
-    assert swapped.ci_high == pytest.approx(-base.ci_low, abs=1e-12)
-    assert swapped.p_two_sided == pytest.approx(base.p_two_sided)
-    # [problems, seeds] with other seed counts per side: the difference negates exactly, the
-    # interval only approximately (the two sides' seed draws change places)
-    a2, b2 = rng.random((60, 3)), rng.random((60, 2))
-    one, two = paired_difference(a2, b2, n_boot=4000), paired_difference(b2, a2, n_boot=4000)
-    assert two.diff == pytest.approx(-one.diff, abs=1e-15)
-    assert two.ci_low == pytest.approx(-one.ci_high, abs=0.02)
-    assert two.ci_high == pytest.approx(-one.ci_low, abs=0.02)
-
-
-def test_paired_interval_narrower_than_unpaired_when_correlated():
-    rng = np.random.default_rng(8)
-    difficulty = rng.normal(0, 1, 300)
-    a = difficulty + 0.1 + rng.normal(0, 0.2, 300)
-    b = difficulty + rng.normal(0, 0.2, 300)
-    paired = paired_difference(a, b)
-    unpaired = paired_difference(a, b, paired=False)
-    assert paired.diff == unpaired.diff
-    assert (paired.ci_high - paired.ci_low) < (unpaired.ci_high - unpaired.ci_low) / 3
-    assert paired.ci_low > 0 and paired.p_value < 0.01  # the shift of 0.1 is detected
-    assert unpaired.ci_low < 0 < unpaired.ci_high  # hidden by difficulty without the pairing
-
-
-def test_paired_difference_covers_the_true_difference():
-    # 200 simulated studies (true difference 0.05): the 95% interval should cover it ~95% of the time
-    rng = np.random.default_rng(9)
-    covered = 0
-    for trial in range(200):
-        p = rng.beta(2, 2, 150)
-        a = rng.binomial(16, np.clip(p + 0.05, 0, 1)) / 16
-        b = rng.binomial(16, p) / 16
-        truth = float(np.mean(np.clip(p + 0.05, 0, 1) - p))
-        res = paired_difference(a, b, n_boot=400, seed=trial)
-        covered += res.ci_low <= truth <= res.ci_high
-    assert 0.88 <= covered / 200 <= 0.99
-
-
-def test_paired_difference_seeds_and_errors():
-    rng = np.random.default_rng(10)
-    a, b = rng.random((20, 3)), rng.random((20, 1))
-    res = paired_difference(a, b)
-    assert res.diff == pytest.approx(a.mean() - b.mean())
-    assert res.ci_low <= res.diff <= res.ci_high
-    assert paired_difference(a, b[:, 0]).diff == pytest.approx(res.diff)
-    with pytest.raises(ValueError):
-        paired_difference(a, b[:10])  # not the same problems
-    assert paired_difference(a, b[:10], paired=False).diff == pytest.approx(a.mean() - b[:10].mean())
-    with pytest.raises(ValueError):
-        paired_difference([1.0, np.nan], [0.0, 0.0])
-    with pytest.raises(ValueError):
-        paired_difference([], [])
-    with pytest.raises(ValueError):
-        paired_difference([1.0], [0.0], level=1.0)
-
-
-def test_stratified_paired_difference_and_trailing_stats():
-    rng = np.random.default_rng(11)
-    a1, b1 = rng.random((30, 2)), rng.random((30, 1))
-    a2, b2 = rng.random((8, 2)), rng.random((8, 1))
-    res = stratified_paired_difference([a1, a2], [b1, b2])
-    assert res.mean_a == pytest.approx((a1.mean() + a2.mean()) / 2)
-    assert res.mean_b == pytest.approx((b1.mean() + b2.mean()) / 2)
-    assert res.diff == pytest.approx(res.mean_a - res.mean_b)
-    assert res.ci_low <= res.diff <= res.ci_high
-    # trailing statistics: every field becomes an array; the first statistic is the plain call
-    stack = lambda x: np.stack([x, 1 - x], axis=-1)  # noqa: E731
-    multi = stratified_paired_difference([stack(a1), stack(a2)], [stack(b1), stack(b2)])
-    assert multi.diff.shape == (2,)
-    assert multi.diff[0] == pytest.approx(res.diff) and multi.diff[1] == pytest.approx(-res.diff)
-    assert multi.ci_low[0] == pytest.approx(res.ci_low, abs=1e-12)
-    assert multi.ci_low[1] == pytest.approx(-res.ci_high, abs=1e-12)
-    assert multi.p_value[0] == res.p_value
-    reps = bootstrap_differences([a1, a2], [b1, b2], n_boot=1000, seed=0)
-    assert reps.shape == (1000,)
-    assert percentile_interval(reps) == (pytest.approx(res.ci_low), pytest.approx(res.ci_high))
-    with pytest.raises(ValueError):
-        stratified_paired_difference([a1], [b1, b2])
+def test_align_seeds():
+    full = np.arange(12.0).reshape(3, 2, 2)  # [problems, seeds, stats]
+    gap = full.copy()
+    gap[0, 1] = np.nan  # seed 1 lacks problem 0: per-problem mean over the seeds present
+    same = align_seeds([full, full + 1], [(0, 1), (0, 1)])
+    assert [x.shape for x in same] == [(3, 2, 2), (3, 2, 2)]  # the same runs: kept
+    collapsed = align_seeds([gap], [(0, 1)])[0]
+    assert collapsed.shape == (3, 1, 2) and collapsed[0, 0].tolist() == [0.0, 1.0]
+    assert collapsed[1, 0].tolist() == [5.0, 6.0]
+    # strata with other seeds (or one collapsed): every stratum's seeds averaged away
+    other = align_seeds([full, full[:, :1]], [(0, 1), (2,)])
+    assert [x.shape for x in other] == [(3, 1, 2), (3, 1, 2)]
+    np.testing.assert_array_equal(other[0][:, 0], full.mean(axis=1))
+    assert [x.shape for x in align_seeds([full, gap], [(0, 1), (0, 1)])] == [(3, 1, 2), (3, 1, 2)]

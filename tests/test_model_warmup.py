@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import polarity.model as model_module
+import polarity.backends.local.warmup as warmup_module
 from polarity.backends.local.trainer import train
-from polarity.config import TrainSettings
-from polarity.model import make_tiny_model
+from polarity.settings import TrainSettings
+from polarity.backends.local.warmup import make_tiny_model
 
 from .helpers import SMALL_SPEC, make_data
 
@@ -44,14 +44,14 @@ def test_model_stage_is_byte_identical_and_its_stop_ignores_machine_speed(tmp_pa
     """Warm up twice, the second run slowed (every batch 250 ms late): every file of the two model
     directories is equal byte for byte, and both stop at the same evaluation step."""
     fast = _warm(tmp_path, "fast", target_accuracy=0.0, warmup_max_steps=40)
-    real_batch, calls = model_module.supervised_batch, []
+    real_batch, calls = warmup_module.supervised_batch, []
 
     def slow_batch(*args, **kwargs):
         calls.append(1)
         time.sleep(0.25)
         return real_batch(*args, **kwargs)
 
-    monkeypatch.setattr(model_module, "supervised_batch", slow_batch)
+    monkeypatch.setattr(warmup_module, "supervised_batch", slow_batch)
     slow = _warm(tmp_path, "slow", target_accuracy=0.0, warmup_max_steps=40)
     assert calls and slow["warmup_seconds"] >= 0.25 * len(calls)  # the slow-down took effect
     assert fast["warmup_steps"] == slow["warmup_steps"] == 2  # target 0: the first evaluation

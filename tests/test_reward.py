@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polarity import reward
 from polarity.reward import (
     DEFAULT_TIMEOUT,
     EXTRACTIONS,
@@ -24,6 +23,8 @@ from polarity.reward import (
     Verdict,
     extract_answer,
     final_answer,
+    last_boxed,
+    pool,
     score,
     score_batch,
     score_batch_detailed,
@@ -31,8 +32,7 @@ from polarity.reward import (
 )
 
 from .helpers import lenient_reference, strict_reference
-
-SENTINEL = "<<polarity-test: hang this worker>>"
+from .reward_hooks import HANG, hanging_workers
 
 # (response, ground truth): formats, equivalences, near misses, malformed inputs.
 CASES = [
@@ -114,12 +114,10 @@ def expected():
 
 
 @pytest.fixture
-def hang_hook(monkeypatch):
-    """Workers started inside the test hang on SENTINEL; the pool is reset around the test."""
-    reward.shutdown()
-    monkeypatch.setenv(reward._HANG_ENV, SENTINEL)
-    yield SENTINEL
-    reward.shutdown()
+def hang_hook():
+    """Workers started inside the test hang on ``HANG``; the pool is reset around the test."""
+    with hanging_workers():
+        yield HANG
 
 
 # ---------------------------------------------------------------- agreement with math-verify
@@ -273,7 +271,7 @@ def test_whitespace_shortcut_agrees_with_math_verify():
 
 def test_timeout_kills_hung_worker_and_batch_continues(hang_hook):
     assert score("\\boxed{1}", "1") == 1.0  # starts the persistent worker (with the hook)
-    old_pid = reward._POOL.workers[0].proc.pid
+    old_pid = pool._POOL.workers[0].proc.pid
     responses = ["\\boxed{1}", hang_hook, "\\boxed{2}", "\\boxed{3}", "\\boxed{9}"]
     truths = ["1", "1", "2", "3", "4"]
     timeout = 1.5
@@ -288,7 +286,7 @@ def test_timeout_kills_hung_worker_and_batch_continues(hang_hook):
     assert [v.reason for v in details] == ["correct", "timeout", "correct", "correct", "wrong"]
     with pytest.raises(ProcessLookupError):
         os.kill(old_pid, 0)  # the hung worker was killed (and reaped)
-    assert reward._POOL.workers[0].proc.pid != old_pid
+    assert pool._POOL.workers[0].proc.pid != old_pid
     assert score("\\boxed{7}", "7") == 1.0  # the replacement keeps serving
 
 
@@ -312,7 +310,7 @@ def test_pathological_power_tower_is_bounded():
 
 def test_dead_worker_is_restarted():
     assert score("\\boxed{1}", "1") == 1.0
-    worker = reward._POOL.workers[0]
+    worker = pool._POOL.workers[0]
     worker.proc.kill()
     worker.proc.wait()
     assert score("\\boxed{2}", "2") == 1.0
@@ -371,6 +369,7 @@ def test_fuzz_extract_answer(text):
     for got in (boxed, line):
         assert got is None or (isinstance(got, str) and got.strip() == got and got)
     assert out == (boxed if boxed is not None else line)  # lenient: the box, else the line
+    assert boxed == last_boxed(text)
 
 
 # ---------------------------------------------------------------- extract_answer
@@ -407,3 +406,15 @@ def test_fuzz_extract_answer(text):
 )
 def test_extract_answer(text, want):
     assert extract_answer(text) == want
+
+
+def test_last_boxed_is_the_boxed_policy():
+    """``last_boxed``, public as the project's one boxed-answer extractor (``polarity.data``
+    reads ground truths with it): the box that opens last; None when unclosed or empty."""
+    assert last_boxed("first \\boxed{1} then \\boxed{2}") == "2"
+    assert last_boxed("\\boxed {3}") == last_boxed("\\fbox{3}") == "3"
+    assert last_boxed("\\boxed{\\frac{1}{\\boxed{2}}}") == "2"
+    assert last_boxed("\\boxed{\\{1,2\\}}") == "\\{1,2\\}"
+    for text in ("\\boxed{a} and \\boxed{b", "\\boxed{a} and \\boxed{ }", "Answer: 42", ""):
+        assert last_boxed(text) is None
+        assert final_answer(text) is None

@@ -29,6 +29,7 @@ from polarity.reward import (
 )
 
 from .helpers import lenient_reference, strict_reference
+from .reward_hooks import HANG, hanging_workers
 
 
 def reference(response: str, gold: str, extraction: str) -> bool:
@@ -236,15 +237,10 @@ def test_monitor_agrees_with_the_references_on_the_mixed_batch():
             for r, g in zip(responses, golds)]
 
 
-def test_monitor_gives_none_when_scoring_timed_out(monkeypatch):
-    sentinel = "<<polarity-test: hang the monitor's worker>>"
-    reward.shutdown()
-    monkeypatch.setenv(reward._HANG_ENV, sentinel)
-    try:
-        got = score_batch_detailed([sentinel, "\\boxed{3}", "The answer is 1+2."], ["3"] * 3,
+def test_monitor_gives_none_when_scoring_timed_out():
+    with hanging_workers():
+        got = score_batch_detailed([HANG, "\\boxed{3}", "The answer is 1+2."], ["3"] * 3,
                                    workers=1, timeout=1.0, monitor=True)
-    finally:
-        reward.shutdown()
     assert got == [Verdict(False, "timeout", None, None), Verdict(True, "correct", "3", False),
                    Verdict(False, "no_answer", None, True)]
 

@@ -27,11 +27,14 @@ from polarity.reward import (
     REASONS,
     Verdict,
     final_answer,
+    pool,
     score,
     score_batch_detailed,
+    verify,
 )
 
 from .helpers import lenient_reference, strict_reference
+from .reward_hooks import HANG_SILENT, counting_replacements, hanging_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from scoring_pairs import make_pairs  # noqa: E402
@@ -59,7 +62,7 @@ def naive(response: str, truth: str, extraction: str = "boxed") -> bool:
 def wrapped_pairs():
     """(math-verify's compiled pattern, our wrapper) for every pattern the fast path wraps."""
     original = mvp.get_extraction_regexes(CONFIGS)
-    fast = reward._fast_regexes(mvp, original)
+    fast = verify._fast_regexes(mvp, original)
     pairs = []
     for (patterns, _), (fast_patterns, _) in zip(original, fast):
         for (p, _), (f, _) in zip(patterns, fast_patterns):
@@ -155,7 +158,7 @@ def test_in_process_evaluator_counts_each_distinct_answer_once(extraction):
     try:
         # Builds the evaluator in this process, which patches math-verify here: undone below
         # so that ``naive`` stays math-verify's own code.
-        evaluate = reward._make_evaluator(announce=calls.append)
+        evaluate = verify.make_evaluator(announce=calls.append)
         rng = random.Random(0)
         answers = ["\\frac{3}{4}", "0.75", "7"]
         texts = [f"step {i} ... so $\\boxed{{{rng.choice(answers)}}}$" if i % 2 else
@@ -167,7 +170,7 @@ def test_in_process_evaluator_counts_each_distinct_answer_once(extraction):
         verdicts = [evaluate("\\frac{3}{4}", t, extraction) for t in texts]
         # The same with the monitor, on a fresh evaluator (fresh memos).
         monitor_calls = []
-        evaluate = reward._make_evaluator(announce=monitor_calls.append)
+        evaluate = verify.make_evaluator(announce=monitor_calls.append)
         monitored = [evaluate("\\frac{3}{4}", t, extraction, True) for t in texts]
     finally:
         mvp.extract_match, mvp.parse_latex_cached = original
@@ -201,7 +204,7 @@ def test_in_process_evaluator_counts_each_distinct_answer_once(extraction):
 
 @pytest.mark.parametrize("extraction", ["boxed", "lenient"])
 def test_a_killed_call_is_poisoned_not_retried(extraction):
-    """Two different responses with the same hanging answer: one timeout's worth of time."""
+    """Two different responses with the same hanging answer: one timeout, one worker killed."""
     reward.shutdown()
     # A warm worker, so that the hanging call starts right away: a call is poisoned only if it
     # alone ran _POISON_FRACTION (90%) of the limit, and on a cold worker the extraction before
@@ -212,13 +215,14 @@ def test_a_killed_call_is_poisoned_not_retried(extraction):
     timeout = 2.0
     responses = ["First try: \\boxed{9^{9^{9^{9}}}}", "Again, so \\boxed{9^{9^{9^{9}}}}",
                  "\\boxed{3}"]
-    start = time.monotonic()
-    got = score_batch_detailed(responses, ["3", "3", "3"], workers=1, timeout=timeout,
-                               extraction=extraction)
-    elapsed = time.monotonic() - start
+    with counting_replacements() as replaced:
+        got = score_batch_detailed(responses, ["3", "3", "3"], workers=1, timeout=timeout,
+                                   extraction=extraction)
     assert [v.reason for v in got] == ["timeout", "timeout", "correct"]
-    assert elapsed < 1.6 * timeout + 2.0  # not 2 x timeout
-    assert len(reward._POOL.poison) == 1
+    # One kill: the repeat was answered from the poison list, not run into a second deadline
+    # (counted, not timed: a second timeout's worth of wall time is ambiguous on a busy machine).
+    assert len(replaced) == 1
+    assert len(pool._POOL.poison) == 1
 
 
 def test_a_poisoned_pair_is_retried_by_a_call_with_a_larger_timeout():
@@ -232,31 +236,27 @@ def test_a_poisoned_pair_is_retried_by_a_call_with_a_larger_timeout():
         nested = "\\frac{1}{" + nested + "}"
     slow = [f"\\boxed{{{nested}}}"]
     first = score_batch_detailed(slow, ["1"], workers=1, timeout=0.2)[0]
-    assert first.reason == "timeout" and list(reward._POOL.poison.values()) == [0.2]
+    assert first.reason == "timeout" and list(pool._POOL.poison.values()) == [0.2]
     again = score_batch_detailed(slow, ["1"], workers=1, timeout=120)[0]
-    assert again.reason != "timeout" and reward._POOL.poison == {}  # retried, and settled
+    assert again.reason != "timeout" and pool._POOL.poison == {}  # retried, and settled
 
     hang = ["\\boxed{9^{9^{9^{9}}}}"]
     assert score_batch_detailed(hang, ["3"], workers=1, timeout=2.0)[0].reason == "timeout"
-    assert list(reward._POOL.poison.values()) == [2.0]
-    start = time.monotonic()
-    assert score_batch_detailed(hang, ["3"], workers=1, timeout=1.0)[0].reason == "timeout"
-    assert time.monotonic() - start < 0.9  # poisoned: answered at once, not after 1 s
+    assert list(pool._POOL.poison.values()) == [2.0]
+    with counting_replacements() as replaced:
+        assert score_batch_detailed(hang, ["3"], workers=1, timeout=1.0)[0].reason == "timeout"
+    assert replaced == []  # poisoned: answered by the worker at once, not killed after 1 s
 
 
-def test_a_silent_hang_reruns_the_unanswered_items_one_by_one(monkeypatch):
+def test_a_silent_hang_reruns_the_unanswered_items_one_by_one():
     """A hang outside math-verify's calls: finished-but-unsent results are not lost."""
-    reward.shutdown()
-    monkeypatch.setenv(reward._HANG_SILENT_ENV, "<<hang silently>>")
-    try:
+    with hanging_workers():
         # Chunks of 4 then 2: the hang is the second item of its chunk, after one the worker
         # finished but (most likely) had not sent yet.
         responses = [f"\\boxed{{{i}}}" for i in range(8)]
-        responses[5] = "<<hang silently>>"
+        responses[5] = HANG_SILENT
         truths = [str(i) for i in range(7)] + ["8"]
         got = score_batch_detailed(responses, truths, workers=1, timeout=1.0)
-    finally:
-        reward.shutdown()
     assert [v.reason for v in got] == ["correct"] * 5 + ["timeout", "correct", "wrong"]
 
 
@@ -282,12 +282,15 @@ ADVERSARIAL = st.one_of(
        st.sampled_from(EXTRACTIONS))
 def test_adversarial_inputs_score_within_the_timeout(response, truth, extraction):
     timeout = 1.0
+    # A ready worker before the clock starts: the time a worker takes to start (the previous
+    # example may have had its worker killed) depends on the machine's load, not on the input.
+    assert score_batch_detailed(["\\boxed{1}"], ["1"], workers=1)[0].correct
     start = time.monotonic()
     got = score_batch_detailed([response], [truth], workers=1, timeout=timeout,
                                extraction=extraction)[0]
     elapsed = time.monotonic() - start
     assert isinstance(got, Verdict) and got.score in (0.0, 1.0) and got.reason in REASONS
-    assert elapsed < timeout + 3.0  # the margin covers a replacement worker's start
+    assert elapsed < timeout + 3.0  # the margin covers a kill and the replacement's spawn
 
 
 def test_score_never_raises_on_odd_types():
@@ -323,16 +326,16 @@ def test_a_call_that_gave_up_leaves_no_stale_work(monkeypatch):
     """Workers still holding items of a call that ended early are replaced, so a later call's
     items are never settled by the earlier call's deadlines."""
     reward.shutdown()
-    pool = reward._get_pool()
-    pool.run([("1", "$1$")], 1, 5.0)
+    live = pool._get_pool()
+    live.run([("1", "$1$")], 1, 5.0)
     # The lenient policy credits "$3$"; the default (boxed) one needs a box.
     for items, extraction in (([("3", "$3$"), ("4", "$4$")], "lenient"),
                               ([("3", "\\boxed{3}"), ("4", "\\boxed{4}")], "boxed")):
-        pool.workers[0].inflight.extend([0, 1])  # as if an earlier call broke off mid-chunk
-        pool.workers[0].busy = "x-stale"
-        stale_pid = pool.workers[0].proc.pid
-        assert pool.run(items, 1, 1.0, extraction) == [
+        live.workers[0].inflight.extend([0, 1])  # as if an earlier call broke off mid-chunk
+        live.workers[0].busy = "x-stale"
+        stale_pid = live.workers[0].proc.pid
+        assert live.run(items, 1, 1.0, extraction) == [
             (True, "correct", "3", None), (True, "correct", "4", None)]
-        assert pool.workers[0].proc.pid != stale_pid
-    assert pool.run([("3", "$3$")], 1, 5.0) == [(False, "no_answer", None, None)]  # default
+        assert live.workers[0].proc.pid != stale_pid
+    assert live.run([("3", "$3$")], 1, 5.0) == [(False, "no_answer", None, None)]  # default
     reward.shutdown()

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from polarity.backends.local.trainer import policy_forward, prompt_at, read_metrics, train
-from polarity.config import TrainSettings
-from polarity.evaluation.generate import sample
+from polarity.settings import TrainSettings
+from polarity.generation.sampling import sample
 from polarity.model import load_policy
 
 from .helpers import lenient_reference, make_data, make_partly_trained_model, strict_reference

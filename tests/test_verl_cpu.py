@@ -167,9 +167,9 @@ def test_killed_run_resumed_from_its_checkpoint(study):
     df = metrics(study, "a3po")
     assert list(df["step"]) == [0, 1]
     assert list(df["a3po_step"]) == [0, 1]  # A3PO's decay went on from the checkpoint's step
-    from polarity.algorithms import decayed_scale, resolve
+    from polarity.algorithms import a3po_selections, decayed_scale, resolve
 
-    main = resolve("a3po", STUDY["algorithm_params"]["a3po"]).a3po_selections()[0]
+    main = a3po_selections(resolve("a3po", STUDY["algorithm_params"]["a3po"]))[0]
     want = [decayed_scale(main.rho, main.alpha, step) for step in (0, 1)]
     assert list(df["a3po/s_pos"]) == pytest.approx(want)
 

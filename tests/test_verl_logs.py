@@ -15,7 +15,6 @@ from polarity.backends.verl.logs import (
     read_file_log,
     scan_file_log,
     to_metrics_rows,
-    write_metrics_jsonl,
 )
 
 
@@ -124,15 +123,6 @@ def test_garbage_lines_are_skipped_and_counted(tmp_path):
     records, skipped = scan_file_log(path)
     assert [r["step"] for r in records] == [1, 2] and skipped == 6
     assert merge_attempts([path]) == {1: {"a": 1}, 2: {"a": 3}}
-
-
-def test_write_is_atomic(tmp_path):
-    out = tmp_path / "metrics.jsonl"
-    write_metrics_jsonl([{"step": 0, "x": float("nan")}], out)
-    before = out.read_text()
-    with pytest.raises(TypeError):  # fails half way: the old file is untouched, no temp left
-        write_metrics_jsonl([{"step": 0}, {"step": 1, "x": object()}], out)
-    assert out.read_text() == before and list(tmp_path.iterdir()) == [out]
 
 
 def test_empty_folder_gives_no_rows(tmp_path):

@@ -27,7 +27,8 @@ CORRECT = [[1, 0, 1, 1, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0, 1, 1], [0] * 8]
 
 
 def _tiny_model(path):
-    from polarity.model import TinyModelSpec, build_model, train_tokenizer
+    from polarity.model import build_model, train_tokenizer
+    from polarity.settings import TinyModelSpec
 
     texts = [f"Compute {a} + {b}. Answer: {a + b}" for a in range(10) for b in range(10)]
     tokenizer = train_tokenizer(texts, vocab_size=300)
@@ -77,7 +78,7 @@ def _local_reference(out):
     """The local backend's POPO loss and gradients on step 0's rows (one mini-batch), from the
     same initial policy and predictor, without the target's noise."""
     from polarity.backends.local.trainer import PopoParts, TrainSettings, policy_forward
-    from polarity.evaluation.generate import Rollouts
+    from polarity.generation.sampling import Rollouts
     from polarity.model import load_policy
 
     batch = torch.load(out / "batch.pt", weights_only=False)[0]

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException  # noqa: E402
 
 from polarity.algorithms import get_algorithm  # noqa: E402
 from polarity.backends.verl import overrides as ov  # noqa: E402
-from polarity.config import ConfigError  # noqa: E402
+from polarity.settings import ConfigError  # noqa: E402
 
 from .conftest import REPO  # noqa: E402
 from .helpers import make_data, make_untrained_model  # noqa: E402

@@ -42,7 +42,7 @@ def test_check_refuses_prompts_that_verl_would_truncate(tmp_path):
     with pytest.raises(ValueError, match="max_prompt_length=4"):
         main(["train-verl", "--check", "--study", json.dumps(_study(max_prompt_tokens=4)),
               "--model-name", "tiny", "--model", str(model), "--data", str(data["train"]),
-              "--algorithm", "a3po", "--run-dir", str(tmp_path / "run")])
+              "--algorithm", "a3po", "--seed", "0", "--run-dir", str(tmp_path / "run")])
 
 
 def test_final_checkpoint_and_merger_config(tmp_path):

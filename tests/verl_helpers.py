@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from polarity.config import SCHEMA_PATH, check_config, check_study
+from polarity.config import check_config, check_study
+from polarity.settings import SCHEMA_PATH
 
 from .conftest import REPO
 

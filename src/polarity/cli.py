@@ -19,13 +19,15 @@ def _log(msg: str) -> None:
 def cmd_data_synthetic(args) -> None:
     from .data.rows import write_parquet
     from .data.synthetic import ArithSpec, Teacher, make_splits, to_frame
+    from .settings import fill_defaults
 
-    spec = ArithSpec(**args.settings.get("spec", {}))
-    teacher = Teacher(**args.settings["teacher"]) if args.settings.get("teacher") else None
-    sizes = args.settings.get("sizes", {})
-    n_warm, n_train, n_test = sizes.get("warmup", 4000), sizes.get("train", 2000), sizes.get("test", 200)
+    settings = fill_defaults("synthetic", args.settings)
+    spec = ArithSpec(**settings["spec"])
+    teacher = Teacher(**settings["teacher"]) if settings["teacher"] else None
+    sizes = settings["sizes"]
+    n_warm, n_train, n_test = sizes["warmup"], sizes["train"], sizes["test"]
     warm_train, test = make_splits(n_warm + n_train, n_test, seed=args.seed, spec=spec)
-    template = args.settings.get("prompt_template", "plain")
+    template = settings["prompt_template"]
     write_parquet(to_frame(warm_train[:n_warm], "warmup", template, teacher=teacher,
                            seed=args.seed, allow_negative=spec.allow_negative), args.warmup)
     write_parquet(to_frame(warm_train[n_warm:], "train", template), args.train)
@@ -38,14 +40,15 @@ def cmd_data_hub(args) -> None:
     from .data.hub import load_train_dataset
     from .data.rows import write_parquet
 
+    seed = {} if args.seed is None else {"seed": args.seed}
     frame = load_train_dataset(args.name, source=args.source, template=args.template,
-                               seed=args.seed, limit=args.limit)
+                               limit=args.limit, **seed)
     write_parquet(frame, args.out)
     _log(f"{args.name}: {len(frame)} rows -> {args.out}")
 
 
 def cmd_data_benchmark(args) -> None:
-    from .evaluation.benchmarks import prepare_benchmark
+    from .data.hub import prepare_benchmark
 
     frame = prepare_benchmark(args.name, args.out, source=args.source, template=args.template,
                               limit=args.limit)
@@ -56,7 +59,8 @@ def cmd_model_tiny(args) -> None:
     import pandas as pd
     import torch
 
-    from .model import TinyModelSpec, make_tiny_model
+    from .backends.local.warmup import make_tiny_model
+    from .settings import TinyModelSpec
 
     torch.set_num_threads(max(1, args.threads))
     spec = TinyModelSpec(**args.settings, **args.speed)
@@ -74,7 +78,7 @@ def cmd_model_link(args) -> None:
 
 def cmd_train(args) -> None:
     from .backends.local.trainer import train
-    from .config import TrainSettings
+    from .settings import TrainSettings
 
     settings = TrainSettings.from_dict({**args.settings, **args.speed})
     if settings.backend != "local":
@@ -111,7 +115,7 @@ def cmd_verl_merge(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .config import EvalSettings
+    from .settings import EvalSettings
     from .evaluation.evaluate import evaluate
 
     evaluate(resolve_model(args.policy), args.data, EvalSettings.from_dict({**args.settings, **args.speed}),
@@ -172,7 +176,7 @@ def resolve_model(path: str) -> str:
 
 
 def _json(text: str):
-    from .config import parse_json_arg
+    from .settings import parse_json_arg
 
     return parse_json_arg(text)
 
@@ -183,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data-synthetic", help="write the synthetic task's warm-up/train/test parquet")
     p.add_argument("--settings", type=_json, default={})
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--warmup", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
@@ -193,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--source", default=None, help="local copy in the source schema (default: the hub)")
     p.add_argument("--template", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="another stratified subset than the library's (math-stratified-25)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_hub)
@@ -209,11 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model-tiny", help="make the tiny base model locally (tokenizer, Qwen2, warm-up)")
     p.add_argument("--warmup", required=True)
     p.add_argument("--settings", type=_json, default={})
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--max-new-tokens", type=int, required=True,
+                   help="the longest sampled answer in the warm-up's accuracy checks")
     p.add_argument("--speed", type=_json, default={},
-                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
+                   help="settings that change how fast, not what (polarity.settings.SPEED_SETTINGS)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_model_tiny)
 
@@ -228,12 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", required=True)
     p.add_argument("--params", type=_json, default={})
     p.add_argument("--settings", type=_json, default={})
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True, help="final HF policy directory")
     p.add_argument("--metrics", required=True)
     p.add_argument("--state", required=True, help="checkpoints + live metrics (kept across restarts)")
     p.add_argument("--speed", type=_json, default={},
-                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
+                   help="settings that change how fast, not what (polarity.settings.SPEED_SETTINGS)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-verl", help="train one (model, algorithm, seed) run with verl")
@@ -244,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared training parquet")
     p.add_argument("--val", default=None, help="validation parquet (default: the training data)")
     p.add_argument("--algorithm", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--run-dir", required=True, help="the run's folder (state/ holds checkpoints)")
     p.add_argument("--metrics", help="metrics.jsonl to write")
     p.add_argument("--done", help="manifest of the final checkpoint to write")
@@ -264,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--shard", type=int, default=0, help="0-based shard index")
     p.add_argument("--speed", type=_json, default={},
-                   help="settings that change how fast, not what (polarity.config.SPEED_SETTINGS)")
+                   help="settings that change how fast, not what (polarity.settings.SPEED_SETTINGS)")
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--state", default=None,
                    help="where sampled responses wait to be scored (resume after a kill)")

@@ -1,118 +1,24 @@
-"""Typed views of the validated study config, and the checks JSON schema cannot express.
+"""Checks of a study config: every schema violation named by its key, then the cross-field
+checks JSON schema cannot express (algorithm parameters against the registry, batch shapes).
 
-The Snakefile validates ``config.yaml`` against ``workflow/schemas/config.schema.yaml`` (which
-fills defaults) and then calls ``check_study``; rules hand each CLI stage its section as JSON,
-which the stage turns into one of the dataclasses below.
+The Snakefile calls ``check_config`` and ``check_study`` before any job runs; the typed
+settings the stages read are in ``polarity.settings``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .algorithms.registry import ALGORITHMS, check_overlong_buffer, check_popo_on_verl, get_algorithm
+from .settings import SCHEMA_PATH, ConfigError, load_schema
+from .data.registry import BENCHMARKS
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A study config that cannot run; the message names the offending key."""
-
-
-# Settings that change how a job runs, not what it computes: rules hand them over as a
-# resource (``speed``), not as params, so changing one re-runs nothing (Snakemake reruns a job
-# when its params change). Threads and batch sizes may change float rounding, not the method.
-SPEED_SETTINGS: dict[str, tuple[str, ...]] = {
-    "tiny_model": ("warmup_max_seconds",),  # a fail-safe: it can only fail the job
-    "train": ("device", "threads", "save_every", "keep_checkpoints", "dump_rollouts"),
-    "evaluate": ("device", "threads", "batch_size", "score_workers", "tensor_parallel_size",
-                 "gpu_memory_utilization"),
-}
-
-
-def split_speed(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``values`` -> (settings that change results, speed settings), by ``SPEED_SETTINGS``."""
-    speed = SPEED_SETTINGS.get(section, ())
-    return ({k: v for k, v in values.items() if k not in speed},
-            {k: v for k, v in values.items() if k in speed})
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The ``train`` section: one on-policy RL run."""
-
-    steps: int = 30
-    prompts_per_step: int = 32
-    rollouts_per_prompt: int = 8
-    mini_batch_prompts: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_prompt_tokens: int = 256
-    max_response_tokens: int = 32
-    kl_coef: float = 0.0
-    entropy_coef: float = 0.0
-    save_every: int = 10
-    test_every: int = 0
-    keep_checkpoints: int = 2
-    device: str = "cpu"
-    threads: int = 1
-    backend: str = "local"
-    extraction: str = "boxed"  # polarity.reward.EXTRACTIONS: what the reward credits
-    dump_rollouts: bool = True  # every step's responses and verdicts in state/rollouts/
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
-        return _from_dict(cls, values, "train")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """The ``evaluate`` section: sampling settings for every benchmark."""
-
-    samples: int = 16
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_response_tokens: int = 32
-    engine: str = "hf"
-    batch_size: int = 512
-    device: str = "cpu"
-    threads: int = 1
-    seed: int = 0
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    score_workers: int = 0  # reward worker processes; 0 = one per core of the job
-    score_timeout: float = 5.0  # hard per-item scoring limit, seconds
-    extraction: str = "boxed"  # polarity.reward.EXTRACTIONS: what evaluation credits
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EvalSettings":
-        return _from_dict(cls, values, "evaluate")
-
-
-def _from_dict(cls, values: dict[str, Any], section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
-    return cls(**values)
-
-
-def parse_json_arg(text: str) -> dict[str, Any]:
-    """A CLI ``--settings`` argument: inline JSON or ``@file.json``/``.yaml``."""
-    if text.startswith("@"):
-        raw = Path(text[1:]).read_text()
-        return yaml.safe_load(raw) if text.endswith((".yaml", ".yml")) else json.loads(raw)
-    return json.loads(text)
+__all__ = ["ConfigError", "check_config", "check_study", "schema_errors"]
 
 
 def check_study(config: dict[str, Any]) -> None:
     """Cross-field checks after schema validation; raises ConfigError naming the key."""
-    from .algorithms import ALGORITHMS, check_overlong_buffer, check_popo_on_verl, get_algorithm
 
     backend = config.get("backend", "local")
     for i, name in enumerate(config.get("algorithms", [])):
@@ -181,8 +87,6 @@ def check_study(config: dict[str, Any]) -> None:
             "train.extraction: the synthetic task's answers are boxed (its prompts ask for no "
             "'Answer:' line), so answer_line would credit no response; use boxed"
         )
-    from .evaluation.benchmarks import BENCHMARKS
-
     for i, bench in enumerate(config.get("evaluate", {}).get("benchmarks", [])):
         if bench not in BENCHMARKS:
             raise ConfigError(
@@ -191,10 +95,6 @@ def check_study(config: dict[str, Any]) -> None:
     for name, model in config.get("models", {}).items():
         if name == "base" or "/" in name:
             raise ConfigError(f"models.{name}: model names may not be 'base' or contain '/'")
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(Path(path).read_text())
 
 
 def schema_errors(config: dict[str, Any], schema: dict | None = None) -> list[str]:

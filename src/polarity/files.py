@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may share a target
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_dir(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary folder beside ``path``, then put it in place of
+    ``path`` (a model directory: whole or absent, never half-saved)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -53,6 +70,19 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
     return write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
+def iter_jsonl(path: str | Path) -> Iterator[Any]:
+    """Every non-blank line of ``path`` parsed as JSON, or ``None`` where it does not parse."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                yield None
+
+
 def read_jsonl(path: str | Path, missing_ok: bool = False) -> list[dict]:
     """The rows of a JSON-lines file, up to the first line that does not parse (a last line cut
     short by a kill). Blank lines are skipped; a missing file is ``[]`` if ``missing_ok``."""
@@ -60,13 +90,8 @@ def read_jsonl(path: str | Path, missing_ok: bool = False) -> list[dict]:
     if missing_ok and not path.exists():
         return []
     rows = []
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # JSONDecodeError and UnicodeDecodeError
-                break
+    for row in iter_jsonl(path):
+        if row is None:
+            break
+        rows.append(row)
     return rows

@@ -1,7 +1,13 @@
-"""Evaluation metrics: avg@n, unbiased pass@k, maj@n, bootstrap intervals and paired comparisons.
+"""Every statistic of the study: pass@k, avg@n, maj@n, seed aggregation and bootstrap intervals.
 
-Pure functions: arrays in, numbers (or small frames) out. The report (``polarity.report.frames``)
-aggregates samples to per-problem values and calls these.
+Small pure functions (arrays or frames in, numbers or frames out), used by the report
+(``polarity.report.tables``) and the tests. A foundation library: no torch, nothing from
+``polarity`` but ``files``/``seeds``.
+
+Per problem (``n`` samples, ``c`` correct): avg@n = c/n, unbiased pass@k = 1 - C(n-c, k)/C(n, k),
+maj@n = correctness of the majority-vote answer. A study value is the mean over problems (and
+seeds); intervals are percentile bootstraps over problems and seeds (see the notes above
+``bootstrap_means``).
 """
 
 from __future__ import annotations
@@ -17,20 +23,20 @@ import pandas as pd
 
 __all__ = [
     "PairedDifference",
-    "avg_at_n",
+    "align_seeds",
     "bootstrap_ci",
     "bootstrap_differences",
     "bootstrap_means",
     "k_values",
-    "maj_at_n",
     "maj_per_problem",
-    "paired_difference",
+    "mean_ci",
     "pass_at_k",
     "pass_at_k_array",
+    "pass_at_k_matrix",
     "percentile_interval",
-    "stratified_bootstrap_ci",
+    "problem_counts",
+    "problem_scores",
     "stratified_paired_difference",
-    "summarize_samples",
 ]
 
 
@@ -39,6 +45,9 @@ def _as_int(value: object, name: str) -> int:
         return operator.index(value)  # ints, numpy ints, bools; not floats
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+# ----------------------------------------------------------------------------- pass@k
 
 
 def _pass_at_k_tail(n: int, k: int, c: int) -> list[float]:
@@ -76,14 +85,12 @@ def _check_nck(n: object, c: object, k: object) -> tuple[int, int, int]:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021) for one problem with ``n`` samples, ``c`` correct.
+    """Unbiased pass@k (Chen et al. 2021) of one problem with ``n`` samples, ``c`` correct.
 
-    ``1 - C(n-c, k) / C(n, k)``, and 1.0 when ``n - c < k``. Computed without binomials as
-    ``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` in the log domain,
-    ``-expm1(sum_{i=n-c+1}^{n} log1p(-k/i))`` (the sum accumulated from ``i = n`` down), which keeps
-    a relative error of a few ulp for every (c, k) at n = 256 and beyond (no overflow, no
-    cancellation when the value is small). pass@1 is exactly ``c / n`` and pass@0 is 0. The result
-    never decreases in ``c`` or ``k`` (checked over every (c, k) at n = 256 in the tests).
+    ``1 - C(n-c, k) / C(n, k)`` (1.0 when ``n - c < k``), computed without binomials as
+    ``-expm1(sum_{i=n-c+1}^{n} log1p(-k/i))`` (summed from ``i = n`` down): a few ulp of relative
+    error at n = 256 and beyond, never decreasing in ``c`` or ``k``. pass@1 is exactly ``c / n``,
+    pass@0 is 0.
     """
     n, c, k = _check_nck(n, c, k)
     if k == 0:
@@ -98,19 +105,38 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def pass_at_k_array(n: int, correct_counts: np.ndarray, k: int) -> np.ndarray:
-    """:func:`pass_at_k` for each problem's correct count (same ``n`` for all problems).
+    """:func:`pass_at_k` of each problem's correct count, all with the same ``n``.
 
-    Bit-for-bit equal to the scalar function (one table of the n + 1 possible values, indexed).
+    Bit-for-bit the scalar function (one table of the n + 1 possible values, indexed).
     """
     counts = np.asarray(correct_counts)
-    if counts.size and not np.issubdtype(counts.dtype, np.integer):
-        if not np.all(np.equal(np.mod(counts, 1), 0)):
-            raise ValueError("correct_counts must be integers")
+    if (counts.size and not np.issubdtype(counts.dtype, np.integer)
+            and not np.all(np.equal(np.mod(counts, 1), 0))):
+        raise ValueError("correct_counts must be integers")
     counts = counts.astype(np.int64, copy=False)
     n, _, k = _check_nck(n, 0, k)
     if counts.size and (counts.min() < 0 or counts.max() > n):
         raise ValueError(f"correct counts must lie in [0, n={n}]")
     return _pass_at_k_table(n, k)[counts]
+
+
+def pass_at_k_matrix(n, c, ks: Sequence[int]) -> np.ndarray:
+    """pass@k for every k of ``ks``, shape ``[*n.shape, len(ks)]``.
+
+    ``n`` and ``c``: sample and correct counts of the same shape (e.g. [problems, seeds]), each
+    problem with its own n; NaN where ``n`` is NaN (a seed that lacks the problem).
+    """
+    n, c = np.asarray(n, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    out = np.full((*n.shape, len(ks)), np.nan)
+    present = ~np.isnan(n)
+    n_present, c_present = n[present].astype(np.int64), c[present].astype(np.int64)
+    values = np.empty((len(n_present), len(ks)))
+    for n_value in np.unique(n_present):
+        rows = n_present == n_value
+        for j, k in enumerate(ks):
+            values[rows, j] = pass_at_k_array(int(n_value), c_present[rows], int(k))
+    out[present] = values
+    return out
 
 
 def k_values(n: int) -> list[int]:
@@ -128,73 +154,17 @@ def k_values(n: int) -> list[int]:
     return ks
 
 
-def avg_at_n(correct: np.ndarray) -> float:
-    """avg@n: mean correctness over a [problems, n] array (equal to the per-problem mean's mean)."""
-    arr = np.asarray(correct, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"correct must be 2-D [problems, n], got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("correct is empty")
-    return float(arr.mean())
-
-
-def _majority_index(answers: Sequence[str | None]) -> int | None:
-    """Index of the first sample carrying the most frequent non-None answer (first wins ties)."""
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for i, a in enumerate(answers):
-        if a is None:
-            continue
-        counts[a] = counts.get(a, 0) + 1
-        first.setdefault(a, i)
-    if not counts:
-        return None
-    best = max(counts, key=lambda a: (counts[a], -first[a]))
-    return first[best]
-
-
-def maj_at_n(answers: list[list[str | None]], correct: list[list[bool]]) -> float:
-    """maj@n: fraction of problems whose majority-vote answer is correct.
-
-    Per problem, the most frequent non-None extracted answer wins (ties: the answer seen first);
-    the problem counts as correct when the first sample giving that answer is correct, and as
-    wrong when every answer is None. Answers are grouped by exact string equality of the
-    (math-verify-normalized) extracted answer, not by pairwise math-verify equivalence.
-    """
-    if len(answers) != len(correct):
-        raise ValueError("answers and correct differ in number of problems")
-    if len(answers) == 0:
-        raise ValueError("no problems")
-    hits = 0
-    for p, (ans, cor) in enumerate(zip(answers, correct)):
-        ans, cor = list(ans), list(cor)
-        if len(ans) != len(cor):
-            raise ValueError(f"problem {p}: {len(ans)} answers but {len(cor)} correctness flags")
-        i = _majority_index([_clean_answer(a) for a in ans])
-        if i is not None and bool(cor[i]):
-            hits += 1
-    return hits / len(answers)
-
-
-def _clean_answer(a: object) -> str | None:
-    """None/NaN (as pandas stores missing answers) -> None; anything else -> str."""
-    if a is None:
-        return None
-    if isinstance(a, float) and math.isnan(a):
-        return None
-    if a is pd.NA or a is pd.NaT:
-        return None
-    return a if isinstance(a, str) else str(a)
+# ----------------------------------------------------------------------------- per problem
 
 
 def maj_per_problem(problem_ids, answers, correct) -> pd.Series:
-    """maj@n correctness of each problem (1.0 or 0.0), vectorized, from one row per sample.
+    """maj@n correctness of each problem (1.0 or 0.0) from one row per sample, in sample order.
 
-    The rule of :func:`maj_at_n` with the rows' order as the sample order: the most frequent
-    non-missing answer wins (ties: the answer seen first), and the problem scores 1.0 when the
-    first sample giving that answer is correct (``correct >= 0.5``); 0.0 when every answer is
-    missing (None/NaN). Answers compare as strings (non-strings are converted with ``str``).
-    Returns a float Series indexed by problem id, in order of first appearance; its mean is maj@n.
+    The most frequent non-missing answer wins (ties: the answer seen first); the problem scores
+    1.0 when the first sample giving that answer is correct (``correct >= 0.5``), 0.0 when every
+    answer is missing (None/NaN). Answers compare as strings (exact equality of the extracted,
+    math-verify-normalized answer). A float Series indexed by problem id in order of first
+    appearance; its mean is maj@n.
     """
     pids = pd.Series(np.asarray(problem_ids, dtype=object) if not hasattr(problem_ids, "dtype")
                      else problem_ids).reset_index(drop=True)
@@ -223,43 +193,57 @@ def maj_per_problem(problem_ids, answers, correct) -> pd.Series:
     return pd.Series(out, index=pd.Index(p_uniques, name="problem_id"), name="maj")
 
 
-def summarize_samples(frame: pd.DataFrame) -> pd.DataFrame:
-    """Metrics from one row per (problem, sample).
+def problem_counts(problem_ids, correct, answers=None) -> pd.DataFrame:
+    """One row per problem (sorted by id): ``n`` samples, ``c`` correct (``correct >= 0.5``) and
+    ``maj`` (:func:`maj_per_problem`, rows taken in sample order; NaN without ``answers``).
 
-    Input columns: ``problem_id``, ``correct`` (0/1 or bool) and optionally ``answer`` (the
-    extracted answer; enables maj@n). Output: one row per metric with columns ``metric``
-    ("avg@n", "pass@k", "maj@n"), ``k`` (n for avg@n and maj@n), ``value`` and ``n``. Problems may
-    have different sample counts: pass@k then uses each problem's own n, k runs over
-    ``k_values(min n)`` and ``n`` is reported as the minimum.
+    Rows whose problem id is missing are left out. Columns: problem_id, n, c, maj.
     """
-    missing = {"problem_id", "correct"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"missing columns: {sorted(missing)}")
-    columns = ["metric", "k", "value", "n"]
-    if len(frame) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                             zip(columns, ["object", "int64", "float64", "int64"])})
-    corr = frame["correct"].astype(float).to_numpy()
-    if not np.all((corr == 0) | (corr == 1)):
-        raise ValueError("correct must be 0/1")
-    work = pd.DataFrame({"problem_id": frame["problem_id"].to_numpy(), "correct": corr})
-    grouped = work.groupby("problem_id", sort=False)["correct"]
-    n_per = grouped.size().to_numpy().astype(np.int64)
-    c_per = grouped.sum().to_numpy().round().astype(np.int64)
-    n_min = int(n_per.min())
-    rows = [("avg@n", n_min, float(np.mean(c_per / n_per)), n_min)]
-    for k in k_values(n_min):
-        vals = np.empty(len(n_per))
-        for n_value in np.unique(n_per):
-            vals[n_per == n_value] = pass_at_k_array(int(n_value), c_per[n_per == n_value], k)
-        rows.append(("pass@k", k, float(np.mean(vals)), n_min))
-    if "answer" in frame.columns:
-        maj = maj_per_problem(frame["problem_id"], frame["answer"], corr)
-        rows.append(("maj@n", n_min, float(maj.mean()), n_min))
-    out = pd.DataFrame(rows, columns=columns)
-    out["k"] = out["k"].astype("int64")
-    out["n"] = out["n"].astype("int64")
-    return out
+    ok = np.asarray(correct, dtype=np.float64) >= 0.5
+    codes, problems = pd.factorize(pd.Series(problem_ids), sort=True)
+    keep = codes >= 0
+    if not keep.all():
+        codes, ok = codes[keep], ok[keep]
+        answers = None if answers is None else pd.Series(answers).reset_index(drop=True)[keep]
+    n = np.bincount(codes, minlength=len(problems))
+    c = np.bincount(codes, weights=ok, minlength=len(problems)).round().astype(np.int64)
+    maj = np.full(len(problems), np.nan)
+    if answers is not None:
+        by_problem = maj_per_problem(codes, answers, ok)
+        maj[by_problem.index.to_numpy()] = by_problem.to_numpy()
+    return pd.DataFrame({"problem_id": np.asarray(problems), "n": n.astype(int),
+                         "c": c.astype(int), "maj": maj})
+
+
+def problem_scores(n, c, maj=None) -> np.ndarray:
+    """avg@n, pass@n and maj@n of each problem (and seed), shape ``[*n.shape, 3]``.
+
+    avg@n = c/n, pass@n = [c > 0] (pass@k at k = the problem's own n), maj@n = ``maj`` (zeros
+    when None); NaN where ``n`` is NaN.
+    """
+    n, c = np.asarray(n, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    if n.shape != c.shape:
+        raise ValueError(f"n and c differ in shape: {n.shape} vs {c.shape}")
+    avg = c / n
+    passed = np.where(np.isnan(n), np.nan, (c > 0).astype(float))
+    maj = np.asarray(maj, dtype=np.float64) if maj is not None else np.zeros_like(avg)
+    maj = np.where(np.isnan(n), np.nan, maj)
+    return np.stack([avg, passed, maj], axis=-1)
+
+
+def align_seeds(strata: Sequence[np.ndarray], seeds: Sequence[tuple]) -> list[np.ndarray]:
+    """Strata ``[P_j, S, T]`` whose seed columns are the same runs, for one joint seed resample.
+
+    ``seeds[j]`` names the seed columns of stratum j. A stratum with a missing (problem, seed)
+    (NaN) becomes its per-problem mean over the seeds present, ``[P_j, 1, T]``; when the strata
+    then differ in their seeds, every stratum's seeds are averaged away (``[P_j, 1, T]``).
+    """
+    collapsed = [x if not np.isnan(x).any() else np.nanmean(x, axis=1, keepdims=True)
+                 for x in strata]
+    same = len(set(seeds)) == 1 and all(c.shape == x.shape for c, x in zip(collapsed, strata))
+    if same or all(x.shape[1] == 1 for x in collapsed):
+        return collapsed
+    return [x.mean(axis=1, keepdims=True) for x in collapsed]
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -282,7 +266,7 @@ _BLOCK_CELLS = 2_000_000  # bound on the (replicates x problems) weight matrix o
 
 
 class PairedDifference(NamedTuple):
-    """Result of :func:`paired_difference`: the difference a - b, its interval and p-values."""
+    """Result of :func:`stratified_paired_difference`: a - b, its interval and p-values."""
 
     diff: float  #: mean(a) - mean(b)
     ci_low: float  #: lower percentile-bootstrap bound of diff
@@ -365,45 +349,37 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95):
 
 
 def bootstrap_means(strata, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """Bootstrap replicates of the mean of stratum means, shape ``[n_boot, *stats]``.
+    """Bootstrap replicates of the mean of stratum means T, shape ``[n_boot, *stats]``.
 
-    ``strata``: a sequence of arrays, one per stratum (benchmark), each ``[problems]``,
-    ``[problems, seeds]`` or ``[problems, seeds, *stats]``; every stratum must have the same
-    seed and statistic axes. Problems are resampled with replacement within each stratum, seeds
-    once per replicate for all strata (see the engine's notes above). Trailing axes are separate
-    statistics resampled together (one ``[n_boot, K]`` result for K values of k).
+    ``strata``: one array per stratum (benchmark), ``[problems]``, ``[problems, seeds]`` or
+    ``[problems, seeds, *stats]``, all with the same seed and statistic axes. Problems are drawn
+    within each stratum, seeds once per replicate for all strata (the notes above).
     """
     return _replicates([_side(strata, "strata")], n_boot, seed, paired=False)[0]
+
+
+def mean_ci(strata, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """``(T, ci_low, ci_high)``: the mean of stratum means ``T = (1/J) sum_j mean(x_j)`` and its
+    percentile bootstrap interval (:func:`bootstrap_means`; benchmarks weighted equally).
+
+    ``strata`` as in :func:`bootstrap_means`; with trailing statistic axes each of the three is an
+    array over them.
+    """
+    _check_level(level)
+    side = _side(strata, "strata")
+    value = np.mean([x.mean(axis=(0, 1)) for x in side], axis=0)
+    lo, hi = percentile_interval(bootstrap_means(side, n_boot, seed), level)
+    return value, lo, hi
 
 
 def bootstrap_ci(
     per_problem: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, resampling problems with replacement.
-
-    A 2-D input [problems, seeds] resamples problems and seeds independently (the interval
-    then covers both sources of variation): replicate = mean of x[p*, s*] over the drawn
-    problems p* and drawn seeds s*.
-    """
+    """Percentile bootstrap interval of the mean of one ``[problems]`` or ``[problems, seeds]``
+    array: :func:`mean_ci` of a single stratum, as floats (replicate = mean of x[p*, s*])."""
     _check_level(level)
     arr = _stratum(per_problem, "per_problem", 1, 2)
-    lo, hi = percentile_interval(bootstrap_means([arr], n_boot, seed), level)
-    return float(lo), float(hi)
-
-
-def stratified_bootstrap_ci(
-    strata, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of the mean of stratum means (e.g. the average over benchmarks).
-
-    ``strata``: one ``[problems]`` or ``[problems, seeds]`` array per benchmark (same seeds in
-    each). Every replicate resamples problems within each benchmark (a benchmark's size is
-    kept fixed) and seeds once for all benchmarks, then averages the benchmark means with equal
-    weight: ``T* = (1/J) sum_j mean(x_j[p*_j, s*])``.
-    """
-    _check_level(level)
-    side = [_stratum(x, f"strata[{j}]", 1, 2) for j, x in enumerate(strata)] if len(strata) else []
-    lo, hi = percentile_interval(bootstrap_means(side, n_boot, seed), level)
+    _, lo, hi = mean_ci([arr], n_boot, seed, level)
     return float(lo), float(hi)
 
 
@@ -435,13 +411,17 @@ def bootstrap_differences(a_strata, b_strata, n_boot: int = 1000, seed: int = 0,
 def stratified_paired_difference(
     a_strata, b_strata, n_boot: int = 1000, seed: int = 0, level: float = 0.95, paired: bool = True
 ) -> PairedDifference:
-    """:func:`paired_difference` of the mean of stratum means (benchmarks), stratum by stratum.
+    """Difference ``diff = T(a) - T(b)`` of two policies on the same problems, with a bootstrap CI.
 
-    ``a_strata[j]`` and ``b_strata[j]`` hold the same problems of benchmark j (same rows, same
-    order). The difference is ``mean_j mean(a_j) - mean_j mean(b_j)`` (benchmarks weighted
-    equally); each replicate resamples problems within every benchmark, jointly for a and b, and
-    seeds once per side (see :func:`bootstrap_differences`). With trailing statistic axes
-    (``[problems, seeds, *stats]``) every field of the result is an array over them.
+    ``a_strata[j]``/``b_strata[j]``: benchmark j's per-problem scores of each policy, same rows
+    (``[problems]``, ``[problems, seeds]`` or ``[problems, seeds, *stats]``; seed counts may
+    differ); one stratum is a plain comparison. Each replicate draws problems once for both
+    sides (the pairing: a problem's difficulty cancels) and seeds per side:
+    ``diff* = T(a[p*, s*_a]) - T(b[p*, s*_b])``. ``ci_low``/``ci_high``: the ``(1 -+ level)/2``
+    quantiles of diff*; ``p_value = #{diff* <= 0} / n_boot`` (one-sided, "a beats b");
+    ``p_two_sided = min(1, 2 min(#{diff* <= 0}, #{diff* >= 0}) / n_boot)``. ``paired=False``
+    draws the problems of a and b independently. With trailing statistic axes every field is
+    an array over them.
     """
     _check_level(level)
     diffs = bootstrap_differences(a_strata, b_strata, n_boot, seed, paired)
@@ -456,26 +436,3 @@ def stratified_paired_difference(
     if np.ndim(fields[0]) == 0:
         return PairedDifference(*(float(f) for f in fields))
     return PairedDifference(*(np.asarray(f, dtype=np.float64) for f in fields))
-
-
-def paired_difference(
-    a, b, n_boot: int = 1000, seed: int = 0, level: float = 0.95, paired: bool = True
-) -> PairedDifference:
-    """Difference of means of two policies scored on the same problems, with a bootstrap CI.
-
-    ``a`` and ``b``: per-problem scores, ``[problems]`` or ``[problems, seeds]``, row p of both
-    being the same problem (the seed counts S_a and S_b may differ). The estimate is
-    ``diff = mean(a) - mean(b)`` (means over problems and seeds). Each of ``n_boot`` replicates
-    draws one set of problem indices p*_1..p*_P with replacement, used for BOTH a and b (the
-    pairing: a problem's difficulty cancels in the difference), and seed indices independently
-    for each side (S_a for a, S_b for b): ``diff* = mean(a[p*, s*_a]) - mean(b[p*, s*_b])``.
-    ``ci_low``/``ci_high`` are the ``(1-level)/2`` and ``(1+level)/2`` quantiles of diff*;
-    ``p_value = #{diff* <= 0} / n_boot`` is the one-sided bootstrap p-value for "a beats b"
-    (the largest alpha at which the one-sided lower percentile bound still reaches 0), and
-    ``p_two_sided = min(1, 2 min(#{diff* <= 0}, #{diff* >= 0}) / n_boot)``.
-    ``paired=False`` resamples the problems of a and b independently instead (an unpaired
-    two-sample bootstrap, for contrast; the problem counts may then differ).
-    """
-    a_arr = _stratum(a, "a", 1, 2)
-    b_arr = _stratum(b, "b", 1, 2)
-    return stratified_paired_difference([a_arr], [b_arr], n_boot, seed, level, paired)

@@ -2,13 +2,24 @@
 import json
 import os
 import shlex
+import sys
 from dataclasses import fields
 from pathlib import Path
 
-from polarity.algorithms import ALGORITHMS
-from polarity.config import EvalSettings, split_speed
-from polarity.evaluation.benchmarks import HUB_BENCHMARKS
+from snakemake.utils import validate
+
+sys.path.insert(0, f"{workflow.basedir}/src")
+from polarity.algorithms.registry import ALGORITHMS
+from polarity.config import check_config, check_study
+from polarity.data.registry import HUB_BENCHMARKS, TRAIN_SETS
 from polarity.report.figures import FIGURES
+from polarity.settings import EvalSettings, split_speed
+
+# Fail before any job with a message naming the key, fill in the schema's defaults, then
+# check what a schema cannot (mini-batch vs batch, algorithm parameters vs the registry).
+check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml")
+check_study(config)
 
 # Every rule runs the package's CLI, `python -m polarity <stage>` (the `polarity` console
 # script); PYTHONPATH makes it importable in the conda envs too.

@@ -31,7 +31,7 @@ rule prepare_hub_train:
             limit=config["train_data"]["limit"],
         ),
     wildcard_constraints:
-        dataset="math|math-stratified-25|dapo-math-17k|deepscaler",
+        dataset="|".join(TRAIN_SETS),
     log:
         LOGS / "data" / "{dataset}-train.log",
     conda:

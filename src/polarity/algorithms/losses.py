@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+from .registry import AGG_MODES
 
 
 def aggregate(loss: Tensor, mask: Tensor, mode: str, norm_len: int | None = None) -> Tensor:

@@ -4,28 +4,18 @@ Every algorithm except POPO and PPO is a point in one family: a sequence-level a
 (``grpo``, ``drgrpo`` or ``reinforce``), a polarity filter and polarity weights, optional
 token-level shaping (A3PO), and the PPO-clip loss with an aggregation mode. An algorithm is
 a named set of defaults for that family (a ``Recipe``) plus the names a user may override.
-Both backends, the config schema and the report read this registry.
+Both backends, the config schema and the report read this registry. It imports no torch
+(Snakemake reads it to build the DAG); the tensor pipeline is ``pipeline.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from . import a3po as _a3po
-from .advantages import (
-    group_advantages,
-    overlong_penalty,
-    polarity_keep,
-    polarity_weights,
-    reinforce_advantages,
-)
-from .losses import AGG_MODES
+# How a loss averages token terms into a scalar (``losses.aggregate``).
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def _p(default, help, *, minimum=None, maximum=None, choices=None, exclusive_min=False,
@@ -86,14 +76,6 @@ class Recipe:
     popo_predictor_width: int = _p(1024, "POPO predictor MLP hidden width (authors' code: 1024)",
                                    minimum=1)
 
-    def a3po_selections(self) -> list[_a3po.Selection]:
-        return _a3po.default_selections(
-            self.p_pos, self.p_neg, self.rho_pos, self.rho_neg, self.alpha_pos, self.alpha_neg,
-            p_pos_high=self.p_pos_high, rho_pos_high=self.rho_pos_high,
-            alpha_pos_high=self.alpha_pos_high, p_neg_low=self.p_neg_low,
-            rho_neg_low=self.rho_neg_low, alpha_neg_low=self.alpha_neg_low,
-        )
-
 
 RECIPE_FIELDS = {f.name: f for f in fields(Recipe)}
 _A3PO_KNOBS = tuple(n for n in RECIPE_FIELDS if n.startswith(("p_", "rho_", "alpha_"))) + ("rank_by",)
@@ -134,35 +116,44 @@ class Algorithm:
 
 
 def _check_value(where: str, name: str, value):
-    f = RECIPE_FIELDS[name]
-    meta, kind = f.metadata, type(f.default)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
+    """``value`` checked against the field's JSON schema (``param_spec``, the one the config is
+    validated with) and cast to the field's type; NaN, which JSON schema bounds let through,
+    is refused."""
+    import jsonschema
+
+    spec = param_spec(name)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec).iter_errors(value))
+    meta, kind = RECIPE_FIELDS[name].metadata, type(RECIPE_FIELDS[name].default)
+    if error is not None and error.validator == "anyOf":  # the off_or_above rule
+        bound, strict = meta["off_or_above"]
+        raise ValueError(f"{where}: must be 0 (off) or {'>' if strict else '>='} {bound}, got {value}")
+    if error is not None:
+        raise ValueError(f"{where}: {error.message}")
     if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            kind is int and not float(value).is_integer()
-        ):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        value = kind(value)
         if not math.isfinite(value):
             raise ValueError(f"{where}: must be a finite number, got {value}")
-        if meta["minimum"] is not None and value < meta["minimum"]:
-            raise ValueError(f"{where}: must be >= {meta['minimum']}, got {value}")
-        if meta["exclusive_min"] and value <= meta["minimum"]:
-            raise ValueError(f"{where}: must be > {meta['minimum']}, got {value}")
-        if meta["off_or_above"] and value != 0:
-            bound, strict = meta["off_or_above"]
-            if value < bound or (strict and value == bound):
-                raise ValueError(f"{where}: must be 0 (off) or {'>' if strict else '>='} {bound}, "
-                                 f"got {value}")
-        if meta["maximum"] is not None and value > meta["maximum"]:
-            raise ValueError(f"{where}: must be <= {meta['maximum']}, got {value}")
-        return value
-    if meta["choices"] and value not in meta["choices"]:
-        raise ValueError(f"{where}: must be one of {list(meta['choices'])}, got {value!r}")
+        return kind(value)
     return value
+
+
+def param_spec(name: str) -> dict[str, Any]:
+    """The JSON schema of one Recipe field, from its metadata (``_p``)."""
+    f = RECIPE_FIELDS[name]
+    meta, kind = f.metadata, type(f.default)
+    spec: dict[str, Any] = {"description": meta["help"], "type": _JSON_TYPES[kind]}
+    if meta["choices"]:
+        spec["enum"] = list(meta["choices"])
+    if meta["minimum"] is not None:
+        spec["exclusiveMinimum" if meta["exclusive_min"] else "minimum"] = meta["minimum"]
+    if meta["off_or_above"]:  # 0 (off) or above the bound
+        bound, strict = meta["off_or_above"]
+        spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum" if strict else "minimum": bound}]
+    if meta["maximum"] is not None:
+        spec["maximum"] = meta["maximum"]
+    return spec
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 # verl's math_dapo score: +1 / -1, plus the overlong penalty
@@ -213,34 +204,14 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> Recipe:
 
 
 def params_schema() -> dict:
-    """JSON schema of ``algorithm_params``, generated from the registry (kept in the config schema)."""
-    props = {}
-    for algo in ALGORITHMS.values():
-        algo_props = {}
-        for key in algo.param_names():
-            name = algo.aliases.get(key, key)
-            f = RECIPE_FIELDS[name]
-            meta, kind = f.metadata, type(f.default)
-            spec: dict[str, Any] = {"description": meta["help"]}
-            if kind is bool:
-                spec["type"] = "boolean"
-            elif kind is int:
-                spec["type"] = "integer"
-            elif kind is float:
-                spec["type"] = "number"
-            else:
-                spec["type"] = "string"
-            if meta["choices"]:
-                spec["enum"] = list(meta["choices"])
-            if meta["minimum"] is not None:
-                spec["exclusiveMinimum" if meta["exclusive_min"] else "minimum"] = meta["minimum"]
-            if meta["off_or_above"]:  # 0 (off) or above the bound
-                bound, strict = meta["off_or_above"]
-                spec["anyOf"] = [{"const": 0}, {"exclusiveMinimum" if strict else "minimum": bound}]
-            if meta["maximum"] is not None:
-                spec["maximum"] = meta["maximum"]
-            algo_props[key] = spec
-        props[algo.name] = {"type": "object", "additionalProperties": False, "properties": algo_props}
+    """JSON schema of ``algorithm_params``, generated from the registry (written into the config
+    schema by ``scripts/write_schema.py``; a test checks it is current)."""
+    props = {
+        algo.name: {"type": "object", "additionalProperties": False,
+                    "properties": {key: param_spec(algo.aliases.get(key, key))
+                                   for key in algo.param_names()}}
+        for algo in ALGORITHMS.values()
+    }
     return {"type": "object", "additionalProperties": False, "default": {}, "properties": props}
 
 
@@ -264,59 +235,3 @@ def check_popo_on_verl(algorithm: str, recipe: Recipe, train: dict) -> None:
                      ("entropy_coef", f"its own entropy term (algorithm_params.{algorithm}.popo_beta)")):
         if train.get(key, 0) > 0:
             raise ValueError(f"train.{key}: {algorithm} (POPO) on verl has {why}; set it to 0")
-
-
-# ---------------------------------------------------------------------------------------------
-# The shared pipeline from rewards to token advantages (used by both backends)
-
-
-def sequence_rewards(recipe: Recipe, correct: Tensor, lengths: Tensor, max_len: int) -> Tensor:
-    """r_i = 1 if correct else ``incorrect_reward`` (0, or DAPO's -1), plus DAPO's overlong
-    penalty when the recipe asks for it."""
-    reward = torch.where(correct.bool(), 1.0, float(recipe.incorrect_reward))
-    if recipe.overlong_cache > 0:
-        reward = reward + overlong_penalty(lengths, max_len, recipe.overlong_cache)
-    return reward
-
-
-def sequence_advantages(
-    recipe: Recipe, rewards: Tensor, correct: Tensor, group_ids: Sequence | Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per-response advantage [B] after polarity weights, and which responses train [B] bool."""
-    if recipe.advantage == "reinforce":
-        adv = reinforce_advantages(correct)
-    else:
-        adv = group_advantages(rewards, group_ids, normalize_std=recipe.advantage == "grpo")
-    adv = adv * polarity_weights(correct, recipe.w_pos, recipe.w_neg)
-    keep = polarity_keep(correct, recipe.polarity)
-    return torch.where(keep, adv, torch.zeros_like(adv)), keep
-
-
-def token_advantages(
-    recipe: Recipe,
-    rewards: Tensor,
-    correct: Tensor,
-    group_ids: Sequence | Tensor,
-    old_log_prob: Tensor,
-    response_mask: Tensor,
-    step: int,
-    entropy: Tensor | None = None,
-) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """Token advantages [B, T], the loss mask [B, T] and shaping metrics, for one rollout batch.
-
-    Runs once per rollout batch with the old policy's log-probs (fixed across mini-batches).
-    """
-    adv, keep = sequence_advantages(recipe, rewards, correct, group_ids)
-    token_adv = adv.unsqueeze(-1) * response_mask.float()
-    loss_mask = response_mask.float() * keep.unsqueeze(-1).float()
-    metrics: dict[str, float] = {}
-    if recipe.token_shaping == "a3po":
-        if recipe.rank_by == "entropy" and entropy is None:
-            raise ValueError("A3PO with rank_by='entropy' needs the old policy's token entropy")
-        selections = recipe.a3po_selections()
-        token_adv, masks = _a3po.shape_with_selections(
-            token_adv, old_log_prob, response_mask, correct, step, selections,
-            entropy=entropy if recipe.rank_by == "entropy" else None,
-        )
-        metrics = _a3po.a3po_metrics(selections, masks, old_log_prob, response_mask, correct, step)
-    return token_adv, loss_mask, metrics

@@ -1,1 +1,2 @@
-"""Datasets: the verl row format, the synthetic task, hub training sets (benchmarks: evaluation)."""
+"""Datasets: the one registry of training sets and benchmarks, their loaders, the verl row
+format and the synthetic task."""

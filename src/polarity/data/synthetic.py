@@ -19,20 +19,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..settings import settings_class
 from .rows import make_row, rows_to_frame
 
 DATA_SOURCE = "synthetic-arith"
 
 
-@dataclass(frozen=True)
-class ArithSpec:
-    """Difficulty knobs: operand digits, operand count and allowed operators."""
-
-    min_digits: int = 1
-    max_digits: int = 3
-    operands: int = 2
-    operators: str = "+-"
-    allow_negative: bool = False
+ArithSpec = settings_class(
+    "ArithSpec", "synthetic.spec",
+    "Difficulty knobs (``synthetic.spec``): operand digits, operand count, allowed operators.")
 
 
 @dataclass(frozen=True)

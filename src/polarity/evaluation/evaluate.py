@@ -24,13 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import EvalSettings
-from ..data.rows import write_parquet
+from ..data.rows import RESPONSE_COLUMNS, SAMPLE_COLUMNS, write_parquet
 from ..reward import score_batch_detailed
-
-SAMPLE_COLUMNS = ["problem_id", "sample", "response", "ground_truth", "answer", "correct",
-                  "reason", "lenient_only", "response_length", "truncated"]
-RESPONSE_COLUMNS = ["problem_id", "sample", "response", "response_length", "truncated"]
+from ..settings import EvalSettings
 
 # Settings that change what is sampled (not how it is scored or how fast).
 _SAMPLING_KEYS = ("samples", "temperature", "top_p", "max_response_tokens", "engine", "seed")
@@ -61,7 +57,7 @@ def generate_responses(policy_path, prompts: list[list[dict]], settings: EvalSet
     prompt-major, from the configured engine. vLLM is imported only here, when asked for."""
     n = settings.samples
     if settings.engine == "vllm":
-        from .vllm_engine import sample_vllm
+        from ..generation.vllm_engine import sample_vllm
 
         return sample_vllm(policy_path, prompts, n, settings, problem_ids)
     if settings.engine != "hf":
@@ -69,7 +65,7 @@ def generate_responses(policy_path, prompts: list[list[dict]], settings: EvalSet
     import torch
 
     from ..model import load_policy
-    from .generate import sample
+    from ..generation.sampling import sample
 
     torch.set_num_threads(max(1, settings.threads))
     model, tokenizer = load_policy(policy_path, settings.device)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import metrics as _metrics
-from . import frames
+from .. import metrics
+from . import tables
 
 NEAR = 0.02  # "near the base model": at most 2 points of pass@k below it
 ENTROPY_TAIL = 0.25  # the entropy at the end of a run: the mean over its last quarter of steps
@@ -98,7 +98,7 @@ def _benchmark_rows(paired: pd.DataFrame) -> pd.DataFrame:
         return paired
     keep = []
     for _, by_model in paired.groupby("model", sort=False):
-        avg = by_model[by_model["benchmark"] == frames.AVERAGE]
+        avg = by_model[by_model["benchmark"] == tables.AVERAGE]
         keep.append(avg if not avg.empty else by_model)
     return pd.concat(keep, ignore_index=True)
 
@@ -108,7 +108,7 @@ def findings(samples: pd.DataFrame, training: pd.DataFrame,
     """One row per (claim, model, benchmark): the measured difference, its 95% interval and the
     verdict. A claim whose algorithms the study did not run is one row, ``not measured``."""
     references = {c.reference for c in claims if c.metric != "entropy change"}
-    paired = {ref: _benchmark_rows(frames.paired_comparisons(samples, reference=ref))
+    paired = {ref: _benchmark_rows(tables.paired_comparisons(samples, reference=ref))
               for ref in sorted(references)} if not samples.empty else {}
     changes = entropy_changes(training)
     rows = []
@@ -119,8 +119,8 @@ def findings(samples: pd.DataFrame, training: pd.DataFrame,
         if claim.metric == "entropy change":
             for model, runs in changes[changes["algorithm"] == claim.algorithm].groupby("model", sort=False):
                 values = runs["change"].to_numpy(dtype=float)
-                lo, hi = _metrics.bootstrap_ci(values, n_boot=frames.N_BOOT, seed=frames.BOOT_SEED,
-                                               level=frames.CI_LEVEL)
+                lo, hi = metrics.bootstrap_ci(values, n_boot=tables.N_BOOT, seed=tables.BOOT_SEED,
+                                              level=tables.CI_LEVEL)
                 found.append((model, "training", float(values.mean()), lo, hi))
         else:
             table = paired.get(claim.reference, pd.DataFrame())

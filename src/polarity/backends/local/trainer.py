@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 
 from ... import algorithms as alg
-from ...config import TrainSettings
-from ...files import write_jsonl
-from ...evaluation.generate import Rollouts, sample
+from ...files import atomic_write, read_jsonl, write_jsonl
+from ...generation.sampling import Rollouts, sample
 from ...model import load_policy, save_pretrained_atomic
 from ...reward import score_batch_detailed
 from ...seeds import hash_seed
+from ...settings import TrainSettings
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -228,26 +228,15 @@ def save_checkpoint(state_dir: Path, state: dict, keep: int) -> Path:
     folder = state_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{CHECKPOINT_PREFIX}{state['completed_steps']:06d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     for old in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"))[:-keep]:
         old.unlink()
     return path
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                break
-    return rows
+    """The metrics rows written so far (a line cut short by a kill ends them)."""
+    return read_jsonl(path, missing_ok=True)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -350,7 +339,7 @@ def update(model, optim, batch, recipe, settings: TrainSettings, step: int, seed
              "dual_clip_frac": float("nan"), "grad_norm": float("nan"),
              "optimizer_steps": 0}
     if recipe.token_shaping == "a3po":  # the scales follow the global step even with no batch
-        main = recipe.a3po_selections()[:2]
+        main = alg.a3po_selections(recipe)[:2]
         empty.update({"a3po/s_pos": alg.decayed_scale(main[0].rho, main[0].alpha, step),
                       "a3po/s_neg": alg.decayed_scale(main[1].rho, main[1].alpha, step)})
     if batch is None or len(batch) == 0:

@@ -16,6 +16,8 @@ import os
 import shlex
 from pathlib import Path
 
+from ...files import atomic_write
+
 # Polled by the multi-node script: prints "<alive nodes> <GPUs>" of the cluster at argv[1].
 # ray.init waits without end for a head that is not up: check the port first, and cap the time.
 _PROBE = """\
@@ -160,10 +162,8 @@ def launch_script(command: list[str], *, env: dict[str, str], nnodes: int, gpus_
 
 def write_launch_script(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a temporary file, then rename), mode 0o755."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-    return path
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+        os.chmod(tmp, 0o755)
+
+    return atomic_write(path, write)

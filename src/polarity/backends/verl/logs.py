@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
+
+from ...files import iter_jsonl, write_jsonl
 
 # verl's metric name -> ours (as in polarity/backends/local/trainer.py). Names from
 # verl/trainer/ppo/metric_utils.py, ray_trainer.py and workers/utils/losses.py.
@@ -67,27 +68,13 @@ def scan_file_log(path: Path) -> tuple[list[dict], int]:
     cut short when the job was killed, or garbage.
     """
     records, skipped = [], 0
-    for record in _json_lines(path):
+    for record in iter_jsonl(path):
         if (isinstance(record, dict) and isinstance(record.get("step"), int)
                 and isinstance(record.get("data"), dict)):
             records.append(record)
         else:
             skipped += 1
     return records, skipped
-
-
-def _json_lines(path: Path):
-    """Every non-blank line of ``path`` parsed as JSON, or ``None`` where it does not parse (the
-    last line cut short when the job was killed, or garbage)."""
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError:  # JSONDecodeError and UnicodeDecodeError
-                yield None
 
 
 def merge_attempts(paths: list[Path]) -> dict[int, dict]:
@@ -114,7 +101,7 @@ def lenient_only_set(folder: Path | None) -> set[tuple[str, str]] | None:
     if folder is None or not Path(folder).is_dir():
         return None
     return {(r["output"], str(r["gts"])) for path in Path(folder).glob("*.jsonl")
-            for r in _json_lines(path) if isinstance(r, dict) and "output" in r}
+            for r in iter_jsonl(path) if isinstance(r, dict) and "output" in r}
 
 
 def rollout_monitor(folder: Path | None, flagged_dir: Path | None = None) -> dict[int, float]:
@@ -137,7 +124,7 @@ def rollout_monitor(folder: Path | None, flagged_dir: Path | None = None) -> dic
         if not path.stem.isdigit():
             continue
         flags = []
-        for record in _json_lines(path):
+        for record in iter_jsonl(path):
             if not isinstance(record, dict):
                 continue
             flag = record.get("lenient_only")
@@ -173,7 +160,7 @@ def dump_batch_stats(folder: Path | None) -> dict[int, dict]:
     if folder is None or not Path(folder).is_dir():
         return stats
     for path in Path(folder).glob("*.jsonl"):
-        records = [r for r in _json_lines(path) if isinstance(r, dict) and "score" in r]
+        records = [r for r in iter_jsonl(path) if isinstance(r, dict) and "score" in r]
         if not path.stem.isdigit() or not records:
             continue
         correct = [float(r["score"]) > 0.5 for r in records]
@@ -256,24 +243,6 @@ def to_metrics_rows(merged: dict[int, dict], *, algorithm: str, seed: int,
     return rows
 
 
-def write_metrics_jsonl(rows: list[dict], path: Path) -> None:
-    """Write one JSON object a line, atomically (a temporary file, then ``os.replace``).
-
-    verl's orjson wrote NaN as null; it stays null (the report reads null and NaN alike).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int,
                     rollouts: Path | None = None, batch_stats: Path | None = None,
                     shape: dict | None = None, lenient_only: Path | None = None) -> list[dict]:
@@ -284,5 +253,5 @@ def collect_metrics(log_folder: Path, out: Path, *, algorithm: str, seed: int,
                            seed=seed, monitor=rollout_monitor(rollouts, lenient_only),
                            stats=read_batch_stats(batch_stats), shape=shape,
                            dumped=dump_batch_stats(rollouts))
-    write_metrics_jsonl(rows, out)
+    write_jsonl(rows, out)  # verl's orjson wrote NaN as null; it stays null (read alike)
     return rows

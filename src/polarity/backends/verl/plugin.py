@@ -58,6 +58,7 @@ from torch import Tensor
 from verl.trainer.ppo.core_algos import agg_loss, register_adv_est, register_policy_loss
 
 from polarity.algorithms import (
+    a3po_selections,
     ppo_clip_token_loss,
     resolve,
     sequence_advantages,
@@ -66,6 +67,7 @@ from polarity.algorithms import (
 )
 from polarity.algorithms.a3po import a3po_metrics
 from polarity.algorithms.registry import Recipe
+from polarity.files import write_json
 
 ESTIMATOR = "polarity"
 LOSS = "polarity"
@@ -135,13 +137,6 @@ def resumed_step(checkpoint_dir: str | Path) -> int:
     return int(str(folder).rsplit("global_step_", 1)[-1]) if folder else 0
 
 
-def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` atomically (a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def write_step(step_file: str | Path, step: int, **extra) -> None:
@@ -303,7 +298,7 @@ def polarity_policy_loss(
                 "polarity's (worker.install(); the batch needs rm_scores)")
         correct = correct.to(advantages.device)
         step = read_step(run.step_file)
-        selections = recipe.a3po_selections()
+        selections = a3po_selections(recipe)
         advantages, masks = shape_with_selections(
             advantages, old_log_prob, response_mask, correct, step, selections
         )

@@ -36,7 +36,6 @@ Limits (checked): no Ulysses sequence parallelism, no fused kernels, no paramete
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -44,6 +43,7 @@ from torch import Tensor
 
 from polarity.algorithms import popo as alg
 from polarity.algorithms.registry import Recipe
+from polarity.files import atomic_write
 from polarity.seeds import hash_seed
 
 WEIGHTS = "popo_weights"  # the batch field: each response's bounded weight (0 for negatives)
@@ -333,10 +333,8 @@ class PopoEngine:
                         **kwargs):
         super().save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep, **kwargs)
         path = Path(local_path) / CHECKPOINT.format(rank=torch.distributed.get_rank())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self._popo_state(), tmp)
-        os.replace(tmp, path)
+        state = self._popo_state()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
         torch.distributed.barrier()
 
     def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=True, **kwargs):

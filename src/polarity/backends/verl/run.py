@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ...files import atomic_dir, write_json
 from . import launch, logs
 from .overrides import (
     CPU_RAY_CPUS_PER_WORKER,
@@ -117,9 +117,7 @@ def train(
                          "(train.steps): is trainer.save_freq saving the last step?")
     manifest = {"algorithm": algorithm, "seed": seed, "model": run["model"], "step": step,
                 "checkpoint": str(folder / "actor"), "metrics_rows": len(rows)}
-    tmp = Path(done_out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, done_out)
+    write_json(done_out, manifest, indent=1)
     return manifest
 
 
@@ -144,14 +142,12 @@ def merge(done_json: str | Path, out: str | Path, log: Callable[[str], None] = p
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
     manifest = json.loads(Path(done_json).read_text())
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    config = merger_config(manifest["checkpoint"], tmp)
-    log(f"merging {config.local_dir} -> {out} with verl's FSDPModelMerger")
-    merger = FSDPModelMerger(config)
-    merger.merge_and_save()
-    merger.cleanup()
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+
+    def write(tmp: Path) -> None:
+        config = merger_config(manifest["checkpoint"], tmp)
+        log(f"merging {config.local_dir} -> {out} with verl's FSDPModelMerger")
+        merger = FSDPModelMerger(config)
+        merger.merge_and_save()
+        merger.cleanup()
+
+    return atomic_dir(out, write)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from polarity.evaluation.generate import choose_tokens, gumbel_noise, mix64, row_streams, sample
+from polarity.generation.sampling import choose_tokens, gumbel_noise, mix64, row_streams, sample
 from polarity.model import load_policy
 
 from .helpers import make_data, make_untrained_model

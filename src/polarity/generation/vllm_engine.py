@@ -8,8 +8,8 @@ which shard or batch it was generated in.
 
 from __future__ import annotations
 
-from ..config import EvalSettings
-from .generate import render_prompts
+from ..settings import EvalSettings
+from .sampling import render_prompts
 
 
 def sampling_params(settings: EvalSettings, seed: int):
