@@ -71,9 +71,9 @@ def cmd_model_tiny(args) -> None:
 
 def cmd_model_link(args) -> None:
     """A config that names a hub id or a local path: record it, load nothing."""
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"path": args.path}) + "\n")
+    from .files import write_text
+
+    write_text(args.out, json.dumps({"path": args.path}) + "\n")
 
 
 def cmd_train(args) -> None:
@@ -133,7 +133,7 @@ def cmd_contamination(args) -> None:
     import pandas as pd
 
     from .data.contamination import COLUMNS, contamination
-    from .files import write_jsonl
+    from .files import atomic_write, write_jsonl
 
     def questions(path) -> list[str]:
         return [info["question"] for info in pd.read_parquet(path, columns=["extra_info"])["extra_info"]]
@@ -148,8 +148,8 @@ def cmd_contamination(args) -> None:
         return out
 
     summary, matches = contamination(named(args.train), named(args.benchmark))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(summary, columns=COLUMNS).to_csv(args.out, sep="\t", index=False)
+    frame = pd.DataFrame(summary, columns=COLUMNS)
+    atomic_write(args.out, lambda tmp: frame.to_csv(tmp, sep="\t", index=False))
     write_jsonl(matches, args.matches)
     for row in summary:
         _log(f"{row['benchmark']} in {row['train_set']}: {row['exact']} exact, "

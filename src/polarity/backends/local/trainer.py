@@ -228,7 +228,12 @@ def save_checkpoint(state_dir: Path, state: dict, keep: int) -> Path:
     folder = state_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{CHECKPOINT_PREFIX}{state['completed_steps']:06d}.pt"
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not tmp's
+            torch.save(state, f)
+
+    atomic_write(path, write)
     for old in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"))[:-keep]:
         old.unlink()
     return path

@@ -334,7 +334,12 @@ class PopoEngine:
         super().save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep, **kwargs)
         path = Path(local_path) / CHECKPOINT.format(rank=torch.distributed.get_rank())
         state = self._popo_state()
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not tmp's
+                torch.save(state, f)
+
+        atomic_write(path, write)
         torch.distributed.barrier()
 
     def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=True, **kwargs):
