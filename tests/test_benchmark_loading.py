@@ -22,8 +22,8 @@ from polarity.data.hub import load_benchmark, load_hub_rows, load_train_dataset,
 from polarity.data.registry import BENCHMARKS, TRAIN_SETS, get_benchmark
 from polarity.data.rows import ROW_COLUMNS
 
-from .benchmark_helpers import _offline  # noqa: F401  (an autouse fixture)
-from .benchmark_helpers import EXPECTED_REGISTRY, FIXTURE, MATH_TRAIN, truths, source_rows
+from .dataset_helpers import _offline  # noqa: F401  (an autouse fixture)
+from .dataset_helpers import EXPECTED_REGISTRY, FIXTURE, MATH_TRAIN, truths, source_rows
 from .rows_helpers import indices, records
 
 

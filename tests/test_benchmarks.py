@@ -26,8 +26,8 @@ from polarity.data.hub import load_benchmark
 from polarity.data.registry import ANSWER_RULES, BENCHMARKS, HUB_BENCHMARKS, Dataset
 from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS
 
-from .benchmark_helpers import _offline  # noqa: F401  (an autouse fixture)
-from .benchmark_helpers import EXPECTED_REGISTRY, FIXTURE, truths, qwen, source_rows
+from .dataset_helpers import _offline  # noqa: F401  (an autouse fixture)
+from .dataset_helpers import EXPECTED_REGISTRY, FIXTURE, truths, qwen, source_rows
 from .rows_helpers import indices, records
 
 

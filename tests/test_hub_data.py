@@ -18,7 +18,6 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +30,8 @@ from polarity.data.hub import load_train_dataset, stratified_sample_indices
 from polarity.data.registry import TRAIN_SETS
 from polarity.data.rows import PROMPT_TEMPLATES, ROW_COLUMNS, write_parquet
 
+from .dataset_helpers import _offline  # noqa: F401  (an autouse fixture)
+from .dataset_helpers import truths as answers
 from .rows_helpers import indices, records
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
@@ -45,15 +46,6 @@ DAPO_PREFIX = (
 )
 DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
-def answers(frame: pd.DataFrame) -> list[str]:
-    return [r["ground_truth"] for r in frame["reward_model"]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What the benchmark-loader tests share: fixture paths, the offline switch, row helpers."""
+"""What the dataset tests share (hub training sets and benchmarks): fixture paths, the offline
+switch, row helpers."""
 
 from __future__ import annotations
 
