@@ -9,6 +9,7 @@ restated in Python. The algorithms' own knobs are declared in the registry
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import field, fields, make_dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ def fill_defaults(section: str, values: dict[str, Any] | None) -> dict[str, Any]
         out = dict(value)
         for key, spec in schema["properties"].items():
             if key not in out and "default" in spec:
-                out[key] = json.loads(json.dumps(spec["default"]))  # a copy
+                out[key] = copy.deepcopy(spec["default"])
             if key in out:
                 out[key] = fill(spec, out[key])
         return out

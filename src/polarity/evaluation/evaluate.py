@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.rows import RESPONSE_COLUMNS, SAMPLE_COLUMNS, write_parquet
+from ..files import write_text
 from ..reward import score_batch_detailed
 from ..settings import EvalSettings
 
@@ -100,7 +101,7 @@ def _responses(policy_path, block: pd.DataFrame, settings: EvalSettings, state: 
     }, columns=RESPONSE_COLUMNS)
     if state is not None:
         write_parquet(saved, state)
-        state.with_name(state.name + ".key").write_text(key)
+        write_text(state.with_name(state.name + ".key"), key)
     return saved
 
 
